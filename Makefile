@@ -1,0 +1,33 @@
+# Two entry points: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.genvs-installed
+DEMO_DIR ?= outputs/demo
+
+.PHONY: demo test lint venv clean-demo
+
+venv: $(STAMP)
+
+# torch comes first, pinned to the CPU-usable wheels on local disk; an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO_DIR)/data
+	$(BIN)/genvs-toy-data $(DEMO_DIR)/data --num-objects 40 --num-views 24 --resolution 64 --seed 0
+	$(BIN)/genvs-data-info $(DEMO_DIR)/data
+
+test: $(STAMP)
+	@$(BIN)/python -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
+
+lint: $(STAMP)
+	$(BIN)/ruff check genvs_ns tests scripts
+	$(BIN)/ruff format --check genvs_ns tests scripts
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,42 @@
+"""Reading SRN images: one place that knows about RGBA, white backgrounds, downscaling and broken files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from genvs_ns.data.errors import DataError
+
+
+def image_size(path: Path, verify: bool = True) -> tuple[int, int]:
+    """(width, height) from the header; with ``verify`` also checks the file is complete (PNG CRCs) without decoding."""
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            if verify:
+                im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(path, f"unreadable or truncated image ({exc})") from None
+    return size
+
+
+def load_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Float32 [H, W, 3] in [0, 1]. RGBA is composited on white, as SRN's background is white.
+
+    ``size`` (width, height) resizes with an area filter, which is exact averaging for integer downscale factors.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(white, rgba)
+            im = im.convert("RGB")
+            if size is not None and im.size != tuple(size):
+                im = im.resize(tuple(size), Image.Resampling.BOX)
+            return np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(path, f"unreadable or truncated image ({exc})") from None
