@@ -8,10 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-from conftest import first_instance
-
 BIN = Path(sys.executable).parent
 
 
@@ -30,28 +26,3 @@ def test_toy_data_and_data_info(tmp_path):
     assert info.returncode == 0, info.stderr
     summary = json.loads(info.stdout)
     assert summary["train"]["objects"] == 3 and summary["train"]["image_sizes"] == [[16, 16]]
-
-
-@pytest.mark.slow
-def test_ns_train_on_malformed_data_prints_one_line_and_no_traceback(toy_copy, tmp_path):
-    pose = first_instance(toy_copy) / "pose" / "000001.txt"
-    m = np.loadtxt(pose)
-    m[0, 0] = 3.0
-    np.savetxt(pose, m)
-    res = run(
-        BIN / "ns-train",
-        "nerfacto",
-        "--vis",
-        "tensorboard",
-        "--output-dir",
-        tmp_path / "out",
-        "srn",
-        "--data",
-        toy_copy,
-    )
-    assert res.returncode != 0
-    assert "Traceback" not in res.stderr + res.stdout
-    errors = [line for line in res.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and errors[0].startswith(
-        f"genvs-ns: error: {pose}: malformed pose: rotation is not orthonormal"
-    )

@@ -1,0 +1,122 @@
+"""Method specifications: ``genvs`` (the paper's sizes, for GPUs) and ``genvs-tiny`` (trains on a CPU in minutes).
+
+Both are the same code with different numbers. The device defaults to CUDA where available, else the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Type
+
+import torch
+from nerfstudio.configs.base_config import MachineConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig, OptimizerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from genvs_ns.data.datamanager import GeNVSDataManagerConfig
+from genvs_ns.data.srn_dataparser import SRNDataParserConfig
+from genvs_ns.model.genvs_model import GeNVSModelConfig
+from genvs_ns.pipeline import GeNVSPipelineConfig
+
+
+@dataclass
+class FusedAdamOptimizerConfig(AdamOptimizerConfig):
+    """Adam with torch's fused kernel: on the CPU here a 22M-parameter step takes 8 ms instead of 80 ms."""
+
+    fused: bool = True
+    """Use the fused implementation (CPU and CUDA)."""
+
+
+@dataclass
+class AdamWOptimizerConfig(OptimizerConfig):
+    """AdamW (nerfstudio 1.1.5 ships Adam and RAdam only), fused."""
+
+    _target: Type = torch.optim.AdamW
+    weight_decay: float = 1e-3
+    """Decoupled weight decay."""
+    fused: bool = True
+    """Use the fused implementation (CPU and CUDA)."""
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _optimizers(lr: float) -> dict:
+    return {
+        "encoder": {"optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None},
+        "field": {"optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None},
+        # k-diffusion's defaults for image_v1 U-Nets.
+        "denoiser": {
+            "optimizer": AdamWOptimizerConfig(lr=lr, eps=1e-6, weight_decay=1e-3),
+            "scheduler": None,
+        },
+    }
+
+
+def _trainer(
+    method_name: str,
+    max_num_iterations: int,
+    eval_every: int,
+    lr: float,
+    datamanager: GeNVSDataManagerConfig,
+    model: GeNVSModelConfig,
+) -> TrainerConfig:
+    return TrainerConfig(
+        method_name=method_name,
+        max_num_iterations=max_num_iterations,
+        steps_per_eval_batch=eval_every // 2,
+        steps_per_eval_image=eval_every,
+        steps_per_eval_all_images=max(eval_every * 25, max_num_iterations),
+        steps_per_save=eval_every,
+        save_only_latest_checkpoint=True,
+        # Autocast is the model's own (bf16 where it holds up); nerfstudio's would also cover the compositing.
+        mixed_precision=False,
+        vis="tensorboard",
+        machine=MachineConfig(device_type=_device()),  # type: ignore[arg-type]
+        pipeline=GeNVSPipelineConfig(datamanager=datamanager, model=model),
+        optimizers=_optimizers(lr),
+    )
+
+
+def genvs_trainer() -> TrainerConfig:
+    """Paper sizes: 128 px images, 64x64 x 64-plane volumes, 64+64 samples, an 89M-parameter U-Net."""
+    return _trainer(
+        "genvs",
+        max_num_iterations=500_000,
+        eval_every=2000,
+        lr=1e-4,
+        datamanager=GeNVSDataManagerConfig(dataparser=SRNDataParserConfig(), objects_per_batch=8),
+        model=GeNVSModelConfig(),
+    )
+
+
+def genvs_tiny_trainer() -> TrainerConfig:
+    """CPU preset: 64 px images, 32x32 x 16-plane volumes, 16+16 samples, a 3.6M-parameter U-Net."""
+    return _trainer(
+        "genvs-tiny",
+        max_num_iterations=3000,
+        eval_every=500,
+        lr=3e-4,
+        datamanager=GeNVSDataManagerConfig(
+            dataparser=SRNDataParserConfig(), objects_per_batch=4, eval_num_objects=4, eval_num_target_views=2
+        ),
+        model=GeNVSModelConfig(
+            volume_depth=16,
+            volume_resolution=32,
+            decoder_channels=64,
+            num_coarse_samples=16,
+            num_importance_samples=16,
+            aux_num_rays=128,
+            denoiser_config="denoiser_tiny.json",
+        ),
+    )
+
+
+genvs_method = MethodSpecification(
+    config=genvs_trainer(), description="GeNVS generative novel view synthesis (paper sizes, for GPUs)"
+)
+genvs_tiny_method = MethodSpecification(
+    config=genvs_tiny_trainer(), description="GeNVS at CPU size (64 px, small U-Net): trains visibly in minutes"
+)

@@ -1,0 +1,146 @@
+"""Object-level batches for a generalizable model: B objects, each with 1-3 source views and a target view.
+
+A subclass of nerfstudio's ``VanillaDataManager`` (so nerfstudio's tools accept it) that replaces its ray sampling:
+nerfstudio's ``CacheDataloader`` would decode and keep every image of the data set, which for SRN is far too many.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Tuple, Type, Union
+
+import numpy as np
+import torch
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from torch import Tensor
+
+from genvs_ns.data.dataset import SRNDataset
+from genvs_ns.data.srn_dataparser import SRNDataParserConfig
+
+ObjectBatch = Dict[str, Tensor]
+"""source_images [B, V, 3, H, W], source_c2w [B, V, 3, 4], source_K [B, V, 3, 3], target_image [B, 3, H, W],
+target_c2w [B, 3, 4], target_K [B, 3, 3], object_index [B], target_index [B] (dataset image indices)."""
+
+
+@dataclass
+class GeNVSDataManagerConfig(VanillaDataManagerConfig):
+    """Object-level multi-view batches from an SRN data set."""
+
+    _target: Type = field(default_factory=lambda: GeNVSDataManager)
+    dataparser: SRNDataParserConfig = field(default_factory=SRNDataParserConfig)
+    """The SRN dataparser."""
+    objects_per_batch: int = 4
+    """Objects in one training batch (per process under DDP)."""
+    min_source_views: int = 1
+    """Fewest source views of an object in a batch; each step draws a count between min and max for the batch."""
+    max_source_views: int = 3
+    """Most source views of an object in a batch."""
+    image_cache_size: int = 4096
+    """Decoded images kept in RAM per dataset (least recently used go first); images load lazily from disk."""
+    eval_num_objects: int = 8
+    """Held-out objects used for evaluation (the first N by id): bounds evaluation time."""
+    eval_num_target_views: int = 4
+    """Target views per held-out object (evenly spread over its views, the source view excluded)."""
+    eval_source_view: int = 64
+    """Source view index for evaluation (SRN protocol: 64); objects without it use their first view."""
+    seed: int = 0
+    """Seed of the training sampler (offset by the DDP rank)."""
+
+
+class GeNVSDataManager(VanillaDataManager[SRNDataset]):
+    config: GeNVSDataManagerConfig
+    train_dataset: SRNDataset
+    eval_dataset: SRNDataset
+
+    def __init__(
+        self,
+        config: GeNVSDataManagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ):
+        if not 1 <= config.min_source_views <= config.max_source_views:
+            raise SystemExit("genvs-ns: error: need 1 <= min_source_views <= max_source_views")
+        super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
+
+    def create_train_dataset(self) -> SRNDataset:
+        return SRNDataset(self.train_dataparser_outputs, cache_size=self.config.image_cache_size)
+
+    def create_eval_dataset(self) -> SRNDataset:
+        outputs = self.dataparser.get_dataparser_outputs(split=self.test_split)
+        return SRNDataset(outputs, cache_size=self.config.image_cache_size)
+
+    def setup_train(self) -> None:
+        ds = self.train_dataset
+        # Each rank trains on its own objects; objects with too few views for the largest batch are still usable
+        # with fewer sources.
+        self.train_objects = [o for o in range(ds.num_objects) if len(ds.object_images[o]) >= 2]
+        self.train_objects = self.train_objects[self.local_rank :: self.world_size] or self.train_objects
+        self.rng = np.random.default_rng(self.config.seed + self.local_rank)
+
+    def setup_eval(self) -> None:
+        ds = self.eval_dataset
+        self.eval_pairs: list[tuple[int, int, int]] = []  # (object, source image, target image)
+        for obj in range(min(self.config.eval_num_objects, ds.num_objects)):
+            images = ds.object_images[obj]
+            views = [int(ds.view_index[i]) for i in images]
+            source = (
+                images[views.index(self.config.eval_source_view)]
+                if self.config.eval_source_view in views
+                else images[0]
+            )
+            others = [i for i in images if i != source]
+            picks = np.linspace(0, len(others) - 1, min(self.config.eval_num_target_views, len(others))).round()
+            self.eval_pairs += [(obj, source, others[int(p)]) for p in picks]
+
+    def _batch(self, ds: SRNDataset, sources: list[list[int]], targets: list[int]) -> ObjectBatch:
+        def stack(idx: list[int]) -> Tuple[Tensor, Tensor, Tensor]:
+            return torch.stack([ds.image(i) for i in idx]), ds.c2w[idx], ds.K[idx]
+
+        src = [stack(s) for s in sources]
+        tgt_images, tgt_c2w, tgt_K = stack(targets)
+        batch = {
+            "source_images": torch.stack([s[0] for s in src]),
+            "source_c2w": torch.stack([s[1] for s in src]),
+            "source_K": torch.stack([s[2] for s in src]),
+            "target_image": tgt_images,
+            "target_c2w": tgt_c2w,
+            "target_K": tgt_K,
+            "object_index": ds.object_index[targets],
+            "target_index": torch.tensor(targets),
+        }
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def next_train(self, step: int) -> Tuple[ObjectBatch, Dict]:
+        self.train_count += 1
+        ds, rng = self.train_dataset, self.rng
+        objects = rng.choice(self.train_objects, size=self.config.objects_per_batch, replace=True)
+        fewest = min(len(ds.object_images[o]) for o in objects)
+        num_sources = int(rng.integers(self.config.min_source_views, self.config.max_source_views + 1))
+        num_sources = max(1, min(num_sources, fewest - 1))
+        sources, targets = [], []
+        for obj in objects:
+            picked = rng.choice(ds.object_images[obj], size=num_sources + 1, replace=False).tolist()
+            sources.append(picked[:-1])
+            targets.append(picked[-1])
+        return self._batch(ds, sources, targets), {}
+
+    def eval_batch(self, pairs: list[tuple[int, int, int]]) -> ObjectBatch:
+        return self._batch(self.eval_dataset, [[s] for _, s, _ in pairs], [t for _, _, t in pairs])
+
+    def next_eval(self, step: int) -> Tuple[ObjectBatch, Dict]:
+        self.eval_count += 1
+        n = self.config.objects_per_batch
+        start = (self.eval_count - 1) * n
+        pairs = [self.eval_pairs[(start + k) % len(self.eval_pairs)] for k in range(n)]
+        return self.eval_batch(pairs), {}
+
+    def next_eval_image(self, step: int) -> Tuple[ObjectBatch, Dict]:
+        self.eval_count += 1
+        return self.eval_batch([self.eval_pairs[(self.eval_count - 1) % len(self.eval_pairs)]]), {}
+
+    def get_train_rays_per_batch(self) -> int:
+        ds = self.train_dataset
+        return self.config.objects_per_batch * int(ds.cameras.height[0]) * int(ds.cameras.width[0])

@@ -1,0 +1,52 @@
+"""SRN images as a nerfstudio ``InputDataset``, loaded lazily at the cameras' resolution with a bounded cache."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from jaxtyping import Float
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from torch import Tensor
+
+from genvs_ns.data.images import load_rgb
+from genvs_ns.model.geometry import intrinsics_matrix
+
+
+class SRNDataset(InputDataset):
+    """Never holds the whole data set: at most ``cache_size`` decoded images stay in RAM (least recently used)."""
+
+    def __init__(self, dataparser_outputs: DataparserOutputs, scale_factor: float = 1.0, cache_size: int = 4096):
+        super().__init__(dataparser_outputs, scale_factor)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[int, Tensor] = OrderedDict()
+        self.object_index = self.metadata["object_index"]
+        self.view_index = self.metadata["view_index"]
+        self.num_objects = len(self.metadata["object_ids"])
+        self.object_images = [torch.nonzero(self.object_index == o)[:, 0].tolist() for o in range(self.num_objects)]
+        cams = self.cameras
+        self.K = intrinsics_matrix(cams.fx[:, 0], cams.fy[:, 0], cams.cx[:, 0], cams.cy[:, 0])
+        self.c2w = cams.camera_to_worlds
+
+    def image_hw(self, idx: int) -> tuple[int, int]:
+        return int(self.cameras.height[idx]), int(self.cameras.width[idx])
+
+    def image(self, idx: int) -> Float[Tensor, "3 H W"]:
+        if idx in self._cache:
+            self._cache.move_to_end(idx)
+            return self._cache[idx]
+        h, w = self.image_hw(idx)
+        image = torch.from_numpy(load_rgb(self._dataparser_outputs.image_filenames[idx], size=(w, h))).permute(2, 0, 1)
+        self._cache[idx] = image
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return image
+
+    def get_numpy_image(self, image_idx: int) -> npt.NDArray[np.uint8]:
+        return (self.image(image_idx).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    def get_image_float32(self, image_idx: int) -> Float[Tensor, "H W 3"]:
+        return self.image(image_idx).permute(1, 2, 0)

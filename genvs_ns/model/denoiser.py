@@ -1,0 +1,91 @@
+"""The view-conditioned EDM denoiser: k-diffusion's ``ImageDenoiserModelV1`` inside its Karras ``Denoiser``.
+
+The rendered feature image (upsampled to image size) enters as ``unet_cond``. One ``mapping_cond`` channel tells the
+U-Net the conditioning was replaced by noise (classifier-free guidance); with the JSON's ``augment_wrapper`` the 9
+Karras augmentation parameters come first, as k-diffusion's ``KarrasAugmentWrapper`` expects.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import k_diffusion as K
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+AUG_DIM = 9
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A JSON path, or the name of one shipped in ``genvs_ns/configs`` (e.g. ``denoiser_tiny.json``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = resources.files("genvs_ns") / "configs" / str(name_or_path)
+    if shipped.is_file():
+        return Path(str(shipped))
+    names = sorted(p.name for p in (resources.files("genvs_ns") / "configs").iterdir() if p.name.endswith(".json"))
+    raise SystemExit(f"genvs-ns: error: {name_or_path}: no such denoiser config (file, or one of {', '.join(names)})")
+
+
+def load_denoiser_config(name_or_path: str | Path, cond_channels: int) -> dict:
+    path = resolve_config(name_or_path)
+    try:
+        config = K.config.load_config(path)
+    except Exception as exc:  # noqa: BLE001 - malformed JSON or missing keys: the file's fault
+        raise SystemExit(f"genvs-ns: error: {path}: not a k-diffusion model config ({exc})") from None
+    model = config["model"]
+    if model.get("type") != "image_v1":
+        raise SystemExit(f"genvs-ns: error: {path}: model.type must be image_v1")
+    if model["unet_cond_dim"] != cond_channels or model["mapping_cond_dim"] != 1 or model["input_channels"] != 3:
+        raise SystemExit(
+            f"genvs-ns: error: {path}: needs input_channels 3, unet_cond_dim {cond_channels} (the rendered features) "
+            "and mapping_cond_dim 1 (the unconditional flag)"
+        )
+    return config
+
+
+class ConditionedDenoiser(nn.Module):
+    """``Denoiser(ImageDenoiserModelV1)`` with GeNVS's conditioning; images in [-1, 1]."""
+
+    def __init__(self, config_name: str | Path, cond_channels: int) -> None:
+        super().__init__()
+        self.config = load_denoiser_config(config_name, cond_channels)
+        self.augment = bool(self.config["model"]["augment_wrapper"])
+        self.sigma_data = float(self.config["model"]["sigma_data"])
+        self.sigma_min = float(self.config["model"].get("sigma_min", 0.002))
+        self.sigma_max = float(self.config["model"].get("sigma_max", 80.0))
+        inner = K.config.make_model(self.config)
+        self.denoiser = K.config.make_denoiser_wrapper(self.config)(inner)
+
+    def _kwargs(self, cond: Tensor, uncond: Tensor, aug_cond: Tensor | None) -> dict:
+        flag = uncond.to(cond.dtype)[:, None]
+        kwargs = {"unet_cond": cond, "mapping_cond": flag}
+        if self.augment:
+            kwargs["aug_cond"] = aug_cond if aug_cond is not None else cond.new_zeros(cond.shape[0], AUG_DIM)
+        return kwargs
+
+    def loss(
+        self,
+        x0: Float[Tensor, "batch 3 H W"],
+        sigma: Float[Tensor, " batch"],
+        cond: Float[Tensor, "batch C H W"],
+        uncond: Float[Tensor, " batch"],
+        aug_cond: Float[Tensor, "batch 9"] | None = None,
+    ) -> Float[Tensor, " batch"]:
+        noise = torch.randn_like(x0)
+        return self.denoiser.loss(x0, noise, sigma, **self._kwargs(cond, uncond, aug_cond))
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch 3 H W"],
+        sigma: Float[Tensor, " batch"],
+        cond: Float[Tensor, "batch C H W"],
+        uncond: Float[Tensor, " batch"] | None = None,
+    ) -> Float[Tensor, "batch 3 H W"]:
+        """The denoised estimate of x at noise level sigma (k-diffusion's model interface)."""
+        if uncond is None:
+            uncond = torch.zeros(x.shape[0], device=x.device)
+        return self.denoiser(x, sigma, **self._kwargs(cond, uncond, None))

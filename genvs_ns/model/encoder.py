@@ -1,0 +1,107 @@
+"""Image encoder: DeepLabV3+ on a ResNet-34 backbone, reshaped into one frustum feature volume per source view.
+
+Built from torchvision parts (``resnet34`` and DeepLabV3's ``ASPP``); segmentation-models-pytorch would need a newer
+timm than nerfstudio allows. Batch norm is frozen (identity unless pretrained weights are loaded) and dropout removed,
+as in GeNVS: batches here are a handful of objects, too few for batch statistics.
+
+Cost is set by the decoder's output: DeepLabV3+ normally predicts at full image resolution, but the volume only needs
+``volume_hw`` pixels, so the head runs at that resolution (the paper-size preset: 64x64 x 64 planes x 16 channels from
+128 px images) instead of predicting 1024 channels at 128x128 and throwing detail away later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from torchvision.models import resnet34
+from torchvision.models.resnet import BasicBlock
+from torchvision.models.segmentation.deeplabv3 import ASPP
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _strip_norm_and_dropout(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        if isinstance(child, (nn.BatchNorm2d, nn.Dropout)):
+            setattr(module, name, nn.Identity())
+        else:
+            _strip_norm_and_dropout(child)
+    return module
+
+
+def _dilate_layer4(backbone: nn.Module) -> None:
+    """Output stride 16 instead of 32, the DeepLabV3+ default; torchvision's BasicBlock refuses ``dilation`` itself."""
+    for module in backbone.layer4.modules():
+        if isinstance(module, nn.Conv2d):
+            module.stride = (1, 1)
+            if module.kernel_size == (3, 3):
+                module.dilation, module.padding = (2, 2), (2, 2)
+
+
+class DeepLabV3PlusEncoder(nn.Module):
+    """Source images -> frustum feature volumes ``[views, channels, depth, h, w]``."""
+
+    def __init__(
+        self,
+        volume_channels: int,
+        volume_depth: int,
+        volume_hw: tuple[int, int],
+        decoder_channels: int = 256,
+        aspp_rates: Sequence[int] = (2, 4, 6),
+        backbone_weights: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.volume_channels, self.volume_depth, self.volume_hw = volume_channels, volume_depth, tuple(volume_hw)
+        backbone = resnet34(weights=None, norm_layer=FrozenBatchNorm2d)
+        if backbone_weights is not None:
+            self._load_backbone(backbone, Path(backbone_weights))
+        else:
+            # Without batch norm, zero-initialised residual branches keep activations bounded at the start (Fixup).
+            for block in backbone.modules():
+                if isinstance(block, BasicBlock):
+                    nn.init.zeros_(block.conv2.weight)
+        _dilate_layer4(backbone)
+        self.stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            backbone.layer1,
+            backbone.layer2,
+            backbone.layer3,
+            backbone.layer4,
+        )
+        self.aspp = _strip_norm_and_dropout(ASPP(512, list(aspp_rates), decoder_channels))
+        self.aspp_out = nn.Sequential(nn.Conv2d(decoder_channels, decoder_channels, 3, padding=1), nn.ReLU())
+        self.low_level = nn.Sequential(nn.Conv2d(64, 48, 1), nn.ReLU())
+        self.fuse = nn.Sequential(nn.Conv2d(decoder_channels + 48, decoder_channels, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(decoder_channels, volume_channels * volume_depth, 1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @staticmethod
+    def _load_backbone(backbone: nn.Module, path: Path) -> None:
+        if not path.is_file():
+            raise SystemExit(f"genvs-ns: error: {path}: backbone weights file does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            backbone.load_state_dict(state, strict=False)
+        except Exception as exc:  # noqa: BLE001 - any failure here is the file's fault
+            raise SystemExit(f"genvs-ns: error: {path}: not a ResNet-34 state dict ({exc})") from None
+
+    def forward(self, images: Float[Tensor, "n 3 H W"]) -> Float[Tensor, "n C D h w"]:
+        x = (images - self.mean) / self.std
+        x = self.stem(x)
+        low = self.layer1(x)
+        high = self.layer4(self.layer3(self.layer2(low)))
+        high = self.aspp_out(self.aspp(high))
+        high = F.interpolate(high, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.fuse(torch.cat([high, self.low_level(low)], dim=1))
+        x = F.interpolate(x, size=self.volume_hw, mode="bilinear", align_corners=False)
+        x = self.head(x)
+        return x.view(x.shape[0], self.volume_channels, self.volume_depth, *self.volume_hw)

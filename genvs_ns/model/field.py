@@ -1,0 +1,60 @@
+"""Frustum feature field: trilinear lookup in each source view's volume, mean over views, one small MLP."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.field_components.activations import trunc_exp
+from nerfstudio.field_components.mlp import MLP
+from torch import Tensor, nn
+
+from genvs_ns.model.geometry import world_to_frustum
+
+
+class FrustumField(nn.Module):
+    """Points -> (density, latent). The first 3 latent channels are RGB in [0, 1] (sigmoid), the rest unbounded."""
+
+    def __init__(
+        self,
+        volume_channels: int = 16,
+        hidden_dim: int = 64,
+        num_layers: int = 3,
+        latent_channels: int = 16,
+        implementation: str = "tcnn",
+    ) -> None:
+        super().__init__()
+        self.latent_channels = latent_channels
+        # nerfstudio falls back to torch when tiny-cuda-nn is missing (always on the CPU).
+        self.mlp = MLP(
+            in_dim=volume_channels,
+            num_layers=num_layers,
+            layer_width=hidden_dim,
+            out_dim=1 + latent_channels,
+            activation=nn.ReLU(),
+            implementation=implementation,  # type: ignore[arg-type]
+        )
+
+    @staticmethod
+    def lookup(
+        volumes: Float[Tensor, "batch views C D h w"],
+        points: Float[Tensor, "batch n 3"],
+        c2w: Float[Tensor, "batch views 3 4"],
+        K: Float[Tensor, "batch views 3 3"],
+        image_hw: tuple[int, int],
+        near: float,
+        far: float,
+    ) -> Float[Tensor, "batch n C"]:
+        """Trilinear features of each point in every source volume (zero outside a frustum), averaged over views."""
+        B, V, C, D, h, w = volumes.shape
+        coords = world_to_frustum(points[:, None].expand(B, V, *points.shape[1:]), c2w, K, image_hw, near, far)
+        grid = coords.reshape(B * V, -1, 1, 1, 3).to(volumes.dtype)
+        feats = F.grid_sample(volumes.reshape(B * V, C, D, h, w), grid, padding_mode="zeros", align_corners=False)
+        return feats.view(B, V, C, -1).mean(dim=1).transpose(1, 2)
+
+    def forward(self, features: Float[Tensor, "*batch C"]) -> tuple[Float[Tensor, "*batch"], Float[Tensor, "*batch L"]]:
+        out = self.mlp(features).float()
+        # Shifted so an untrained field starts mostly transparent rather than a fog filling the frustum.
+        density = trunc_exp(out[..., 0] - 1.0)
+        latent = torch.cat([torch.sigmoid(out[..., 1:4]), out[..., 4:]], dim=-1)
+        return density, latent

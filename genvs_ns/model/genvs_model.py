@@ -1,0 +1,322 @@
+"""GeNVS as a nerfstudio ``Model``: wires the network to object batches, losses, metrics and EMA."""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Tuple, Type
+
+import k_diffusion as K
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.models.base_model import Model, ModelConfig
+from torch import Tensor
+from torch.nn import Parameter
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from genvs_ns.model.geometry import image_rays
+from genvs_ns.model.network import Conditioning, GeNVSNetwork, NetworkSizes
+from genvs_ns.model.renderer import RenderSettings
+from genvs_ns.sampling.diffusion import sample
+
+WHITE_THRESHOLD = 0.99  # SRN foreground: pixels that are not (almost) pure white
+
+
+@dataclass
+class GeNVSModelConfig(ModelConfig):
+    """GeNVS: frustum feature volumes from source views, a rendered feature image, an EDM denoiser on top."""
+
+    _target: Type = field(default_factory=lambda: GeNVSModel)
+    # Encoder and feature volumes.
+    volume_channels: int = 16
+    """Feature channels per voxel of a source view's frustum volume."""
+    volume_depth: int = 64
+    """Depth planes of each frustum volume, evenly spaced in camera z between near and far."""
+    volume_resolution: int = 64
+    """Height and width of each frustum volume (the encoder's head runs at this resolution)."""
+    decoder_channels: int = 256
+    """Width of the DeepLabV3+ decoder (ASPP and fusion convolutions)."""
+    aspp_rates: Tuple[int, ...] = (2, 4, 6)
+    """ASPP dilation rates, relative to the stride-16 feature map (8x8 for 128 px images)."""
+    backbone_weights: Path | None = None
+    """Optional local ResNet-34 state dict (torchvision layout) to start the encoder from; none are downloaded."""
+    # Field and rendering.
+    latent_channels: int = 16
+    """Channels of the rendered feature image; the first 3 are RGB."""
+    field_hidden_dim: int = 64
+    """Width of the field MLP."""
+    field_num_layers: int = 3
+    """Linear layers of the field MLP (16 -> 64 -> 64 -> 1 + latent with the defaults)."""
+    mlp_implementation: Literal["tcnn", "torch"] = "tcnn"
+    """tiny-cuda-nn where installed (CUDA); nerfstudio falls back to torch otherwise."""
+    render_downscale: int = 2
+    """The feature image is rendered at image size / this, then bilinearly upsampled for the denoiser."""
+    num_coarse_samples: int = 64
+    """Stratified samples per ray."""
+    num_importance_samples: int = 64
+    """Importance samples per ray, drawn from the coarse weights (each sample is evaluated once)."""
+    aux_num_rays: int = 1024
+    """Rays per object for the source-view RGB and cross-view consistency renders."""
+    # Diffusion.
+    denoiser_config: str = "denoiser_paper.json"
+    """k-diffusion JSON model config: a path, or a name shipped in genvs_ns/configs."""
+    noise_mean: float = 0.5
+    """Mean of log(sigma) during training (EDM: -1.2; GeNVS re-implementations train faster with more noise)."""
+    noise_std: float = 1.4
+    """Standard deviation of log(sigma) during training."""
+    uncond_prob: float = 0.1
+    """Probability that the conditioning is replaced by noise (flagged to the U-Net) for classifier-free guidance."""
+    bf16: bool = True
+    """Run the encoder, field MLP and U-Net under bf16 autocast (compositing stays fp32)."""
+    # Losses.
+    diffusion_loss_mult: float = 1.0
+    """Weight of the denoising loss."""
+    rgb_loss_mult: float = 1.0
+    """Weight of the MSE between the rendered RGB channels and the target view."""
+    source_rgb_loss_mult: float = 0.1
+    """Weight of the MSE between a source view re-rendered from its own volume and that view."""
+    opacity_loss_mult: float = 0.01
+    """Weight of the BCE between rendered accumulation and the target's foreground (non-white) mask."""
+    depth_prior_mult: float = 0.01
+    """Weight of the penalty on foreground depth farther than object_radius from the ray's closest approach to the
+    origin (objects are centred there): discourages detail floating between the object and the camera."""
+    object_radius: float = 0.6
+    """Radius around the origin that holds the object, for the depth prior."""
+    consistency_loss_mult: float = 0.1
+    """Weight of the L1 between depth and accumulation of a source view rendered from its own volume and from another
+    source view's volume (needs 2+ source views in the batch)."""
+    # EMA and evaluation.
+    ema_power: float = 2.0 / 3.0
+    """k-diffusion EMAWarmup power; the EMA weights are used for evaluation and sampling."""
+    ema_max_decay: float = 0.9999
+    """Largest EMA decay."""
+    eval_sample_steps: int = 0
+    """Denoiser steps for a diffusion sample in eval images (0: NeRF renders only)."""
+
+
+def _area_resize(images: Float[Tensor, "b c H W"], hw: tuple[int, int]) -> Float[Tensor, "b c h w"]:
+    return images if tuple(images.shape[-2:]) == tuple(hw) else F.adaptive_avg_pool2d(images, hw)
+
+
+def _foreground(images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b 1 H W"]:
+    return (images < WHITE_THRESHOLD).any(dim=1, keepdim=True).float()
+
+
+class GeNVSModel(Model):
+    config: GeNVSModelConfig
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # nerfstudio's device marker never receives a gradient; under DDP, which must see a gradient for every
+        # trainable parameter each step, it has to be frozen.
+        self.device_indicator_param.requires_grad_(False)
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        self.collider = None  # object batches carry their own near/far
+        metadata = self.kwargs.get("metadata", {})
+        self.near = float(metadata.get("near", 0.8))
+        self.far = float(metadata.get("far", 1.8))
+        c = self.config
+        sizes = NetworkSizes(
+            volume_channels=c.volume_channels,
+            volume_depth=c.volume_depth,
+            volume_resolution=c.volume_resolution,
+            decoder_channels=c.decoder_channels,
+            aspp_rates=tuple(c.aspp_rates),
+            field_hidden_dim=c.field_hidden_dim,
+            field_num_layers=c.field_num_layers,
+            latent_channels=c.latent_channels,
+            mlp_implementation=c.mlp_implementation,
+            denoiser_config=c.denoiser_config,
+            backbone_weights=c.backbone_weights,
+        )
+        self.net = GeNVSNetwork(sizes)
+        # The EMA copy never trains: DDP and the optimizers ignore parameters without requires_grad.
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    # ---- nerfstudio plumbing -------------------------------------------------------------------------------------
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        return {
+            "encoder": list(self.net.encoder.parameters()),
+            "field": list(self.net.field.parameters()),
+            "denoiser": list(self.net.denoiser.parameters()),
+        }
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        def update_ema(step: int) -> None:
+            sched = K.utils.EMAWarmup(power=self.config.ema_power, max_value=self.config.ema_max_decay)
+            sched.last_epoch = int(self.ema_updates)
+            K.utils.ema_update(self.net, self.ema, sched.get_value())
+            self.ema_updates += 1
+
+        return [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], update_ema)]
+
+    def _autocast(self):
+        if not self.config.bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def forward(self, inputs) -> Dict[str, Tensor]:
+        # nerfstudio's forward runs a collider on ray bundles; object batches go straight to the network.
+        return self.get_outputs(inputs)
+
+    def get_outputs(self, inputs) -> Dict[str, Tensor]:
+        if isinstance(inputs, RayBundle):
+            raise NotImplementedError(
+                "genvs renders are conditioned on source views: use the pipeline's object batches (viewer and "
+                "ns-render support comes with the conditioning controls)"
+            )
+        return self.training_outputs(inputs)
+
+    # ---- training --------------------------------------------------------------------------------------------
+
+    def render_settings(self, stratified: bool) -> RenderSettings:
+        c = self.config
+        return RenderSettings(self.near, self.far, c.num_coarse_samples, c.num_importance_samples, stratified)
+
+    def training_outputs(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        c, net = self.config, self.net
+        src, tgt = batch["source_images"], batch["target_image"]
+        B, V = src.shape[:2]
+        H, W = tgt.shape[-2:]
+        h, w = H // c.render_downscale, W // c.render_downscale
+        rs = self.render_settings(stratified=True)
+        with self._autocast():
+            cond = net.encode(src, batch["source_c2w"], batch["source_K"])
+            target = net.render_image(cond, batch["target_c2w"], batch["target_K"], (H, W), (h, w), rs)
+        features = target["features"]
+
+        # Denoising loss on the target view, conditioned on the upsampled feature image or (sometimes) on noise.
+        cond_image = net.upsample(features, (H, W))
+        uncond = (torch.rand(B, device=tgt.device) < c.uncond_prob).float()
+        cond_image = torch.where(uncond[:, None, None, None] > 0, torch.randn_like(cond_image), cond_image)
+        sigma = K.utils.rand_log_normal([B], loc=c.noise_mean, scale=c.noise_std, device=tgt.device)
+        with self._autocast():
+            diffusion = net.denoiser.loss(tgt * 2 - 1, sigma, cond_image, uncond).float()
+
+        # Source view 0 re-rendered on a ray subset from its own volume (and from source 1's, if there is one).
+        uv = torch.stack(
+            [torch.randint(0, W, (B, c.aux_num_rays)), torch.randint(0, H, (B, c.aux_num_rays))], dim=-1
+        ).to(tgt.device)
+        pixels = src[:, 0].permute(0, 2, 3, 1)[torch.arange(B)[:, None], uv[..., 1], uv[..., 0]]
+        own_c2w, own_K = batch["source_c2w"][:, 0], batch["source_K"][:, 0]
+        with self._autocast():
+            own = net.render_pixels(cond.select([0]), own_c2w, own_K, uv + 0.5, rs)
+            other = net.render_pixels(cond.select([1]), own_c2w, own_K, uv + 0.5, rs) if V > 1 else None
+        outputs = {
+            "rgb": features[:, :3],
+            "features": features,
+            "depth": target["depth"],
+            "accumulation": target["accumulation"],
+            "diffusion": diffusion,
+            "source_rgb": own.features[..., :3],
+            "source_rgb_gt": pixels,
+            "source_depth": own.depth,
+            "source_accumulation": own.accumulation,
+        }
+        if other is not None:
+            outputs["other_depth"], outputs["other_accumulation"] = other.depth, other.accumulation
+        return outputs
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        gt = _area_resize(batch["target_image"], tuple(outputs["rgb"].shape[-2:]))
+        return {"psnr": peak_signal_noise_ratio(outputs["rgb"].detach().clamp(0, 1), gt, data_range=1.0)}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        c = self.config
+        tgt = batch["target_image"]
+        hw = tuple(outputs["rgb"].shape[-2:])
+        gt = _area_resize(tgt, hw)
+        fg = _area_resize(_foreground(tgt), hw)
+        acc = outputs["accumulation"].clamp(1e-4, 1 - 1e-4)
+        # Depth prior: the ray's closest approach to the origin, where objects are centred.
+        B = tgt.shape[0]
+        origins, directions = image_rays(batch["target_c2w"], batch["target_K"], tuple(tgt.shape[-2:]), hw)
+        closest = -(origins * directions).sum(-1).view(B, 1, *hw)
+        far_off = F.relu((outputs["depth"] - closest).abs() - c.object_radius)
+        losses = {
+            "diffusion_loss": c.diffusion_loss_mult * outputs["diffusion"].mean(),
+            "rgb_loss": c.rgb_loss_mult * F.mse_loss(outputs["rgb"], gt),
+            "source_rgb_loss": c.source_rgb_loss_mult * F.mse_loss(outputs["source_rgb"], outputs["source_rgb_gt"]),
+            "opacity_loss": c.opacity_loss_mult * F.binary_cross_entropy(acc, fg),
+            "depth_prior_loss": c.depth_prior_mult * (far_off * fg).sum() / fg.sum().clamp_min(1.0),
+        }
+        if "other_depth" in outputs:
+            depth_gap = (outputs["source_depth"] - outputs["other_depth"]).abs()
+            acc_gap = (outputs["source_accumulation"] - outputs["other_accumulation"]).abs()
+            visible = outputs["source_accumulation"].detach() > 0.5
+            losses["consistency_loss"] = c.consistency_loss_mult * (
+                (depth_gap * visible).sum() / visible.sum().clamp_min(1) + acc_gap.mean()
+            )
+        return losses
+
+    # ---- evaluation --------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def render_views(
+        self,
+        source_images: Float[Tensor, "batch views 3 H W"],
+        source_c2w: Float[Tensor, "batch views 3 4"],
+        source_K: Float[Tensor, "batch views 3 3"],
+        target_c2w: Float[Tensor, "batch 3 4"],
+        target_K: Float[Tensor, "batch 3 3"],
+        sample_steps: int = 0,
+        use_ema: bool = True,
+        generator: torch.Generator | None = None,
+        conditioning: Conditioning | None = None,
+        **sample_kwargs,
+    ) -> Dict[str, Tensor]:
+        """NeRF RGB, depth and accumulation at image resolution, and optionally a diffusion sample, for new cameras."""
+        net = self.ema if use_ema else self.net
+        H, W = source_images.shape[-2:]
+        c = self.config
+        h, w = H // c.render_downscale, W // c.render_downscale
+        rs = self.render_settings(stratified=False)
+        with self._autocast():
+            cond = conditioning or net.encode(source_images, source_c2w, source_K)
+            full = net.render_image(cond, target_c2w, target_K, (H, W), (H, W), rs)
+        out = {
+            "rgb": full["features"][:, :3].clamp(0, 1),
+            "depth": full["depth"],
+            "accumulation": full["accumulation"],
+        }
+        if sample_steps > 0:
+            with self._autocast():
+                low = net.render_image(cond, target_c2w, target_K, (H, W), (h, w), rs)["features"]
+                out["sample"] = sample(
+                    net.denoiser, net.upsample(low, (H, W)), steps=sample_steps, generator=generator, **sample_kwargs
+                ).float()
+            out["features"] = low
+        return out
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        gt = batch["target_image"]
+        metrics = {
+            "psnr": float(peak_signal_noise_ratio(outputs["rgb"], gt, data_range=1.0)),
+            "ssim": float(structural_similarity_index_measure(outputs["rgb"], gt, data_range=1.0)),
+        }
+        row = [batch["source_images"][:, 0], gt, outputs["rgb"]]
+        if "sample" in outputs:
+            metrics["sample_psnr"] = float(peak_signal_noise_ratio(outputs["sample"], gt, data_range=1.0))
+            metrics["sample_ssim"] = float(structural_similarity_index_measure(outputs["sample"], gt, data_range=1.0))
+            row.append(outputs["sample"])
+        depth = outputs["depth"]
+        depth = ((depth - self.near) / (self.far - self.near)).clamp(0, 1).expand(-1, 3, -1, -1)
+        images = {
+            "source_gt_nerf_sample": torch.cat(row, dim=-1)[0].permute(1, 2, 0),
+            "depth": depth[0].permute(1, 2, 0),
+            "accumulation": outputs["accumulation"][0].expand(3, -1, -1).permute(1, 2, 0),
+        }
+        return metrics, images

@@ -1,0 +1,79 @@
+"""The one source of truth for camera geometry: rays through pixels and world points into frustum volumes.
+
+Conventions (nerfstudio's): camera-to-world matrices in OpenGL camera axes (x right, y up, the camera looks along -z);
+intrinsics in pixels of the image the camera was calibrated for, pixel (u, v) spanning [u, u + 1) so its centre is at
+u + 0.5. A frustum volume of any resolution covers the whole image (its normalised x, y of -1 and +1 are the image's
+outer edges, matching ``grid_sample(align_corners=False)``) and depth planes split [near, far] of camera z-depth into
+equal slabs (the normalised z of -1 and +1 are near and far).
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+
+def intrinsics_matrix(fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor) -> Float[Tensor, "*batch 3 3"]:
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+    return torch.stack([fx, zero, cx, zero, fy, cy, zero, zero, one], dim=-1).reshape(*fx.shape, 3, 3)
+
+
+def pixel_centres(height: int, width: int, device=None) -> Float[Tensor, "height*width 2"]:
+    """(u, v) of every pixel centre, row-major."""
+    v, u = torch.meshgrid(
+        torch.arange(height, device=device, dtype=torch.float32) + 0.5,
+        torch.arange(width, device=device, dtype=torch.float32) + 0.5,
+        indexing="ij",
+    )
+    return torch.stack([u, v], dim=-1).reshape(-1, 2)
+
+
+def rays_through_pixels(
+    c2w: Float[Tensor, "*batch 3 4"], K: Float[Tensor, "*batch 3 3"], uv: Float[Tensor, "*batch rays 2"]
+) -> tuple[Float[Tensor, "*batch rays 3"], Float[Tensor, "*batch rays 3"]]:
+    """World-space origins and unit directions of the rays through image points ``uv`` (pixel units)."""
+    x = (uv[..., 0] - K[..., None, 0, 2]) / K[..., None, 0, 0]
+    y = (uv[..., 1] - K[..., None, 1, 2]) / K[..., None, 1, 1]
+    # OpenCV pixel axes (y down, looking along +z) expressed in OpenGL camera axes.
+    d_cam = torch.stack([x, -y, -torch.ones_like(x)], dim=-1)
+    directions = d_cam @ c2w[..., :3, :3].transpose(-1, -2)
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    origins = c2w[..., None, :3, 3].expand_as(directions)
+    return origins, directions
+
+
+def image_rays(
+    c2w: Float[Tensor, "*batch 3 4"], K: Float[Tensor, "*batch 3 3"], image_hw: tuple[int, int], out_hw: tuple[int, int]
+) -> tuple[Float[Tensor, "*batch rays 3"], Float[Tensor, "*batch rays 3"]]:
+    """Rays through the pixel centres of an ``out_hw`` grid laid over an image of ``image_hw`` pixels."""
+    (H, W), (h, w) = image_hw, out_hw
+    uv = pixel_centres(h, w, device=c2w.device) * torch.tensor([W / w, H / h], device=c2w.device)
+    return rays_through_pixels(c2w, K, uv.expand(*c2w.shape[:-2], -1, -1))
+
+
+def world_to_frustum(
+    points: Float[Tensor, "*batch n 3"],
+    c2w: Float[Tensor, "*batch 3 4"],
+    K: Float[Tensor, "*batch 3 3"],
+    image_hw: tuple[int, int],
+    near: float,
+    far: float,
+) -> Float[Tensor, "*batch n 3"]:
+    """Normalised (x, y, z) in [-1, 1]^3 of world points inside a camera's frustum volume, for ``grid_sample``.
+
+    Points behind the camera get coordinates outside [-1, 1], so zero padding samples them as empty space rather than
+    smearing edge features along them.
+    """
+    H, W = image_hw
+    R, t = c2w[..., :3, :3], c2w[..., :3, 3]
+    local = (points - t[..., None, :]) @ R
+    depth = -local[..., 2]
+    safe = depth.clamp_min(1e-6)
+    u = K[..., None, 0, 0] * local[..., 0] / safe + K[..., None, 0, 2]
+    v = -K[..., None, 1, 1] * local[..., 1] / safe + K[..., None, 1, 2]
+    x = 2 * u / W - 1
+    y = 2 * v / H - 1
+    z = 2 * (depth - near) / (far - near) - 1
+    behind = depth <= 1e-6
+    return torch.stack([x, y, z], dim=-1).masked_fill(behind[..., None], 2.0)

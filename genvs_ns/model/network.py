@@ -1,0 +1,152 @@
+"""The trainable GeNVS network: encoder -> frustum field -> renderer -> denoiser, with nothing nerfstudio-specific.
+
+Kept apart from the nerfstudio ``Model`` so that an EMA copy is one ``deepcopy`` and sampling scripts can use it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from genvs_ns.model.denoiser import ConditionedDenoiser
+from genvs_ns.model.encoder import DeepLabV3PlusEncoder
+from genvs_ns.model.field import FrustumField
+from genvs_ns.model.geometry import image_rays, rays_through_pixels
+from genvs_ns.model.renderer import RenderOutputs, RenderSettings, render_rays
+
+
+@dataclass
+class NetworkSizes:
+    volume_channels: int
+    volume_depth: int
+    volume_resolution: int
+    decoder_channels: int
+    aspp_rates: tuple[int, ...]
+    field_hidden_dim: int
+    field_num_layers: int
+    latent_channels: int
+    mlp_implementation: str
+    denoiser_config: str
+    backbone_weights: Path | None = None
+
+
+@dataclass
+class Conditioning:
+    """What a render is conditioned on: the source views' volumes and cameras."""
+
+    volumes: Float[Tensor, "batch views C D h w"]
+    c2w: Float[Tensor, "batch views 3 4"]
+    K: Float[Tensor, "batch views 3 3"]
+    image_hw: tuple[int, int]
+
+    def select(self, views: slice | list[int]) -> Conditioning:
+        return Conditioning(self.volumes[:, views], self.c2w[:, views], self.K[:, views], self.image_hw)
+
+    @staticmethod
+    def cat(parts: list[Conditioning]) -> Conditioning:
+        """Views of several conditionings (same batch) side by side: volumes are mean-pooled over all of them."""
+        return Conditioning(
+            torch.cat([p.volumes for p in parts], dim=1),
+            torch.cat([p.c2w for p in parts], dim=1),
+            torch.cat([p.K for p in parts], dim=1),
+            parts[0].image_hw,
+        )
+
+
+class GeNVSNetwork(nn.Module):
+    def __init__(self, sizes: NetworkSizes) -> None:
+        super().__init__()
+        self.encoder = DeepLabV3PlusEncoder(
+            sizes.volume_channels,
+            sizes.volume_depth,
+            (sizes.volume_resolution, sizes.volume_resolution),
+            sizes.decoder_channels,
+            sizes.aspp_rates,
+            sizes.backbone_weights,
+        )
+        self.field = FrustumField(
+            sizes.volume_channels,
+            sizes.field_hidden_dim,
+            sizes.field_num_layers,
+            sizes.latent_channels,
+            sizes.mlp_implementation,
+        )
+        self.denoiser = ConditionedDenoiser(sizes.denoiser_config, sizes.latent_channels)
+        background = torch.zeros(sizes.latent_channels)
+        background[:3] = 1.0  # SRN renders are on white
+        self.register_buffer("background", background, persistent=False)
+
+    def encode(
+        self,
+        images: Float[Tensor, "batch views 3 H W"],
+        c2w: Float[Tensor, "batch views 3 4"],
+        K: Float[Tensor, "batch views 3 3"],
+    ) -> Conditioning:
+        B, V = images.shape[:2]
+        volumes = self.encoder(images.flatten(0, 1)).float()
+        return Conditioning(volumes.view(B, V, *volumes.shape[1:]), c2w, K, tuple(images.shape[-2:]))
+
+    def render(
+        self,
+        cond: Conditioning,
+        origins: Float[Tensor, "batch rays 3"],
+        directions: Float[Tensor, "batch rays 3"],
+        settings: RenderSettings,
+    ) -> RenderOutputs:
+        def field_fn(points: Tensor) -> tuple[Tensor, Tensor]:
+            feats = self.field.lookup(
+                cond.volumes, points, cond.c2w, cond.K, cond.image_hw, settings.near, settings.far
+            )
+            return self.field(feats)
+
+        return render_rays(field_fn, origins, directions, settings, self.background)
+
+    def render_image(
+        self,
+        cond: Conditioning,
+        c2w: Float[Tensor, "batch 3 4"],
+        K: Float[Tensor, "batch 3 3"],
+        image_hw: tuple[int, int],
+        out_hw: tuple[int, int],
+        settings: RenderSettings,
+        chunk: int = 1 << 14,
+    ) -> dict[str, Tensor]:
+        """Feature image ``[batch, L, h, w]``, depth and accumulation ``[batch, 1, h, w]`` at ``out_hw``."""
+        origins, directions = image_rays(c2w, K, image_hw, out_hw)
+        parts = [
+            self.render(cond, o, d, settings)
+            for o, d in zip(origins.split(chunk, dim=1), directions.split(chunk, dim=1))
+        ]
+        B, (h, w) = c2w.shape[0], out_hw
+
+        def image(values: list[Tensor]) -> Tensor:
+            x = torch.cat(values, dim=1)
+            return (x if x.dim() == 3 else x[..., None]).transpose(1, 2).reshape(B, -1, h, w)
+
+        return {
+            "features": image([p.features for p in parts]),
+            "depth": image([p.depth for p in parts]),
+            "accumulation": image([p.accumulation for p in parts]),
+        }
+
+    def render_pixels(
+        self,
+        cond: Conditioning,
+        c2w: Float[Tensor, "batch 3 4"],
+        K: Float[Tensor, "batch 3 3"],
+        uv: Float[Tensor, "batch rays 2"],
+        settings: RenderSettings,
+    ) -> RenderOutputs:
+        origins, directions = rays_through_pixels(c2w, K, uv)
+        return self.render(cond, origins, directions, settings)
+
+    @staticmethod
+    def upsample(features: Float[Tensor, "batch L h w"], image_hw: tuple[int, int]) -> Float[Tensor, "batch L H W"]:
+        if tuple(features.shape[-2:]) == tuple(image_hw):
+            return features
+        return F.interpolate(features, size=image_hw, mode="bilinear", align_corners=False)

@@ -1,0 +1,135 @@
+"""The GeNVS pipeline: object batches in, losses and eval metrics out; DDP-correct on CPU (gloo) and CUDA."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Literal, Type
+
+import torch
+import torch.distributed as dist
+import torchvision.utils as vutils
+from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
+from torch.cuda.amp.grad_scaler import GradScaler
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from genvs_ns.data.datamanager import GeNVSDataManager, GeNVSDataManagerConfig
+from genvs_ns.model.genvs_model import GeNVSModel, GeNVSModelConfig
+
+
+@dataclass
+class GeNVSPipelineConfig(VanillaPipelineConfig):
+    """Generalizable training: every step sees different objects."""
+
+    _target: Type = field(default_factory=lambda: GeNVSPipeline)
+    datamanager: GeNVSDataManagerConfig = field(default_factory=GeNVSDataManagerConfig)
+    """Object-level datamanager."""
+    model: GeNVSModelConfig = field(default_factory=GeNVSModelConfig)
+    """The GeNVS model."""
+
+
+class GeNVSPipeline(VanillaPipeline):
+    config: GeNVSPipelineConfig
+    datamanager: GeNVSDataManager
+
+    def __init__(
+        self,
+        config: GeNVSPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: GradScaler | None = None,
+    ):
+        Pipeline.__init__(self)
+        self.config = config
+        self.test_mode = test_mode
+        self.datamanager = config.datamanager.setup(
+            device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank
+        )
+        self.datamanager.to(device)
+        train = self.datamanager.train_dataset
+        self._model = config.model.setup(
+            scene_box=train.scene_box,
+            num_train_data=len(train),
+            metadata=train.metadata,
+            device=device,
+            grad_scaler=grad_scaler,
+        )
+        self.model.to(device)
+        self.world_size = world_size
+        if world_size > 1:
+            # Unlike nerfstudio's default, no device_ids on the CPU (gloo), and every parameter must get a gradient
+            # every step (find_unused_parameters=False turns a violation into an error instead of a silent cost).
+            device_ids = [local_rank] if torch.device(device).type == "cuda" else None
+            self._model = typing.cast(GeNVSModel, DDP(self._model, device_ids=device_ids))
+            dist.barrier()
+
+    @property
+    def model(self) -> GeNVSModel:
+        return typing.cast(GeNVSModel, super().model)
+
+    def get_train_loss_dict(self, step: int):
+        batch, _ = self.datamanager.next_train(step)
+        outputs = self._model(batch)
+        metrics = self.model.get_metrics_dict(outputs, batch)
+        losses = self.model.get_loss_dict(outputs, batch, metrics)
+        return outputs, losses, metrics
+
+    @torch.no_grad()
+    def get_eval_loss_dict(self, step: int):
+        self.eval()
+        batch, _ = self.datamanager.next_eval(step)
+        outputs = self.model(batch)
+        metrics = self.model.get_metrics_dict(outputs, batch)
+        losses = self.model.get_loss_dict(outputs, batch, metrics)
+        self.train()
+        return outputs, losses, metrics
+
+    def _eval_outputs(self, batch: Dict[str, torch.Tensor], generator: torch.Generator | None = None):
+        return self.model.render_views(
+            batch["source_images"],
+            batch["source_c2w"],
+            batch["source_K"],
+            batch["target_c2w"],
+            batch["target_K"],
+            sample_steps=self.model.config.eval_sample_steps,
+            generator=generator,
+        )
+
+    @torch.no_grad()
+    def get_eval_image_metrics_and_images(self, step: int):
+        self.eval()
+        batch, _ = self.datamanager.next_eval_image(step)
+        outputs = self._eval_outputs(batch)
+        metrics, images = self.model.get_image_metrics_and_images(outputs, batch)
+        metrics["num_rays"] = int(batch["target_image"].shape[-1] * batch["target_image"].shape[-2])
+        self.train()
+        return metrics, images
+
+    @torch.no_grad()
+    def get_average_eval_image_metrics(
+        self, step: int | None = None, output_path: Path | None = None, get_std: bool = False
+    ) -> Dict[str, float]:
+        """Metrics averaged over the fixed held-out (object, source view, target view) pairs."""
+        self.eval()
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        if output_path is not None:
+            output_path.mkdir(parents=True, exist_ok=True)
+        per_image = []
+        for k, pair in enumerate(self.datamanager.eval_pairs):
+            batch = self.datamanager.eval_batch([pair])
+            metrics, images = self.model.get_image_metrics_and_images(self._eval_outputs(batch, generator), batch)
+            per_image.append(metrics)
+            if output_path is not None:
+                for key, image in images.items():
+                    vutils.save_image(image.permute(2, 0, 1).cpu(), output_path / f"eval_{key}_{k:04d}.png")
+        self.train()
+        result: Dict[str, float] = {}
+        for key in per_image[0]:
+            values = torch.tensor([m[key] for m in per_image])
+            result[key] = float(values.mean())
+            if get_std:
+                result[f"{key}_std"] = float(values.std()) if len(values) > 1 else 0.0
+        return result

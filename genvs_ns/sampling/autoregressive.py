@@ -1,0 +1,120 @@
+"""Autoregressive generation along a camera path.
+
+Each new frame is sampled conditioned on the input view(s), up to ``max_earlier`` randomly chosen earlier generated
+frames and the previous frame (GeNVS's recipe): generated frames become source views of their own, so later frames
+stay consistent with what was already shown. Every view is encoded once; its volume is reused by later frames.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from genvs_ns.model.genvs_model import GeNVSModel
+from genvs_ns.model.network import Conditioning
+
+
+@dataclass
+class ContextPolicy:
+    """Which views condition each new frame."""
+
+    autoregressive: bool = True
+    """False: every frame is conditioned on the input view(s) alone."""
+    max_earlier: int = 4
+    """Up to this many earlier generated frames, drawn at random (besides the previous frame)."""
+    include_previous: bool = True
+    """Always condition on the frame just before."""
+
+
+@dataclass
+class SampleSettings:
+    sampler: str = "heun"
+    steps: int = 25
+    churn: float = 0.0
+    guidance_scale: float = 1.0
+
+
+@dataclass
+class GeneratedPath:
+    samples: Float[Tensor, "frames 3 H W"]
+    nerf_rgb: Float[Tensor, "frames 3 H W"]
+    context: list[list[str]]  # per frame: which views conditioned it ("input0", "frame3", ...)
+    progress: list[Tensor] = field(default_factory=list)  # per frame: [steps, 3, H, W] denoised estimates
+
+
+@torch.no_grad()
+def generate_path(
+    model: GeNVSModel,
+    input_images: Float[Tensor, "views 3 H W"],
+    input_c2w: Float[Tensor, "views 3 4"],
+    input_K: Float[Tensor, "views 3 3"],
+    target_c2w: Float[Tensor, "frames 3 4"],
+    target_K: Float[Tensor, "frames 3 3"],
+    settings: SampleSettings,
+    policy: ContextPolicy,
+    seed: int = 0,
+    save_progress: bool = False,
+    on_frame: Callable[[int], None] | None = None,
+    on_step: Callable[[dict], None] | None = None,
+) -> GeneratedPath:
+    net = model.ema
+    device = model.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    picker = random.Random(seed)
+
+    def encode(image: Tensor, c2w: Tensor, K: Tensor) -> Conditioning:
+        with model._autocast():
+            return net.encode(image[None, None].to(device), c2w[None, None].to(device), K[None, None].to(device))
+
+    inputs = [encode(img, c, k) for img, c, k in zip(input_images, input_c2w, input_K)]
+    frames: list[Conditioning] = []
+    result = GeneratedPath(samples=torch.empty(0), nerf_rgb=torch.empty(0), context=[])
+    samples, nerf = [], []
+    for i in range(len(target_c2w)):
+        names = [f"input{k}" for k in range(len(inputs))]
+        views = list(inputs)
+        if policy.autoregressive and i > 0:
+            earlier = list(range(i - 1)) if policy.include_previous else list(range(i))
+            chosen = sorted(picker.sample(earlier, min(policy.max_earlier, len(earlier))))
+            if policy.include_previous:
+                chosen.append(i - 1)
+            views += [frames[j] for j in chosen]
+            names += [f"frame{j}" for j in chosen]
+        steps: list[Tensor] = []
+
+        def callback(info: dict, steps: list = steps) -> None:
+            if save_progress:
+                steps.append(((info["denoised"][0].float() + 1) / 2).clamp(0, 1).cpu())
+            if on_step is not None:
+                on_step(info)
+
+        out = model.render_views(
+            input_images[None].to(device),
+            None,
+            None,
+            target_c2w[i][None].to(device),
+            target_K[i][None].to(device),
+            sample_steps=settings.steps,
+            generator=generator,
+            conditioning=Conditioning.cat(views),
+            sampler=settings.sampler,
+            churn=settings.churn,
+            guidance_scale=settings.guidance_scale,
+            callback=callback,
+        )
+        frame = out["sample"][0]
+        samples.append(frame.cpu())
+        nerf.append(out["rgb"][0].cpu())
+        frames.append(encode(frame, target_c2w[i], target_K[i]))
+        result.context.append(names)
+        if save_progress:
+            result.progress.append(torch.stack(steps))
+        if on_frame is not None:
+            on_frame(i)
+    result.samples, result.nerf_rgb = torch.stack(samples), torch.stack(nerf)
+    return result

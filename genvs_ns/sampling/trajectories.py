@@ -1,0 +1,86 @@
+"""Camera paths for generation: orbits around the object, starting at the input camera, in nerfstudio (OpenGL) axes."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+Trajectory = Literal["spiral", "circle", "dataset"]
+
+
+def look_at(position: Float[Tensor, "3"], up: Float[Tensor, "3"]) -> Float[Tensor, "3 4"]:
+    """Camera-to-world (OpenGL axes: the camera looks along -z) at ``position`` looking at the origin."""
+    back = position / position.norm()
+    right = torch.linalg.cross(up, back)
+    if right.norm() < 1e-6:  # looking straight along up: any right vector will do
+        right = torch.linalg.cross(torch.tensor([1.0, 0.0, 0.0]), back)
+    right = right / right.norm()
+    cam_up = torch.linalg.cross(back, right)
+    return torch.stack([right, cam_up, back, position], dim=1)
+
+
+def estimate_up(camera_positions: Float[Tensor, "n 3"]) -> Float[Tensor, "3"]:
+    """SRN and the toy data put cameras on the upper hemisphere: their mean direction is the world's up."""
+    mean = (camera_positions / camera_positions.norm(dim=-1, keepdim=True)).mean(dim=0)
+    if mean.norm() < 0.2:
+        return torch.tensor([0.0, 0.0, 1.0])
+    return mean / mean.norm()
+
+
+def _basis(up: Tensor) -> tuple[Tensor, Tensor]:
+    helper = torch.tensor([1.0, 0.0, 0.0]) if abs(float(up[0])) < 0.9 else torch.tensor([0.0, 1.0, 0.0])
+    e1 = helper - (helper @ up) * up
+    e1 = e1 / e1.norm()
+    return e1, torch.linalg.cross(up, e1)
+
+
+def spherical(position: Float[Tensor, "3"], up: Float[Tensor, "3"]) -> tuple[float, float, float]:
+    """(radius, elevation, azimuth) in radians about ``up``."""
+    e1, e2 = _basis(up)
+    radius = float(position.norm())
+    elevation = math.asin(max(-1.0, min(1.0, float(position @ up) / radius)))
+    azimuth = math.atan2(float(position @ e2), float(position @ e1))
+    return radius, elevation, azimuth
+
+
+def from_spherical(radius: float, elevation: float, azimuth: float, up: Float[Tensor, "3"]) -> Float[Tensor, "3"]:
+    e1, e2 = _basis(up)
+    horizontal = math.cos(elevation) * (math.cos(azimuth) * e1 + math.sin(azimuth) * e2)
+    return radius * (horizontal + math.sin(elevation) * up)
+
+
+def orbit(
+    start_c2w: Float[Tensor, "3 4"],
+    up: Float[Tensor, "3"],
+    num_frames: int,
+    kind: Literal["spiral", "circle"] = "spiral",
+    elevation_amplitude_deg: float = 15.0,
+) -> Float[Tensor, "frames 3 4"]:
+    """A full turn around the object that starts one step away from the input camera and moves away gradually.
+
+    ``circle`` keeps the input's elevation; ``spiral`` also swings the elevation by +-amplitude (kept in [5, 80] deg).
+    """
+    radius, elevation, azimuth = spherical(start_c2w[:, 3], up)
+    poses = []
+    for i in range(1, num_frames + 1):
+        phase = 2 * math.pi * i / (num_frames + 1)
+        elev = elevation
+        if kind == "spiral":
+            elev = elevation + math.radians(elevation_amplitude_deg) * math.sin(phase)
+            elev = min(max(elev, math.radians(5)), math.radians(80))
+        poses.append(look_at(from_spherical(radius, elev, azimuth + phase, up), up))
+    return torch.stack(poses)
+
+
+def nearest_first(start_c2w: Float[Tensor, "3 4"], candidates: Float[Tensor, "n 3 4"], num_frames: int) -> list[int]:
+    """Indices of up to ``num_frames`` candidate cameras spread over all of them, ordered from nearest the start."""
+    n = len(candidates)
+    picks = torch.linspace(0, n - 1, min(num_frames, n)).round().long().unique().tolist() if n else []
+    start = start_c2w[:, 3] / start_c2w[:, 3].norm()
+    dirs = candidates[picks, :, 3] / candidates[picks, :, 3].norm(dim=-1, keepdim=True)
+    order = torch.argsort(-(dirs @ start)).tolist()
+    return [picks[i] for i in order]

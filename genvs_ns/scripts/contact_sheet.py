@@ -1,0 +1,73 @@
+"""``genvs-contact-sheet``: input view, ground truth, NeRF RGB and diffusion sample for held-out objects."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import tyro
+from torchvision.utils import save_image
+
+from genvs_ns.scripts.checkpoint import load_pipeline
+
+
+@dataclass
+class ContactSheetArgs:
+    """Rows: held-out objects (eval pairs); columns: input view, ground truth, NeRF RGB, diffusion sample."""
+
+    load_config: Path
+    """config.yml written by ns-train."""
+    output: Path = Path("contact_sheet.png")
+    """Where to write the PNG."""
+    num_rows: int = 6
+    """Held-out (object, target view) pairs to show."""
+    sampler: str = "heun"
+    """k-diffusion sampler name (euler, euler_ancestral, heun, dpmpp_2m, dpmpp_sde, ...)."""
+    steps: int = 25
+    """Denoiser steps."""
+    churn: float = 0.0
+    """EDM S_churn (stochasticity) for samplers that take it."""
+    seed: int = 0
+    """Same seed, same samples."""
+
+
+def main(args: ContactSheetArgs) -> dict:
+    pipeline = load_pipeline(args.load_config, test_mode="test")
+    pipeline.eval()
+    dm = pipeline.datamanager
+    pairs = dm.eval_pairs[: args.num_rows]
+    generator = torch.Generator(device=pipeline.device).manual_seed(args.seed)
+    rows, psnr = [], []
+    start = time.perf_counter()
+    for pair in pairs:
+        batch = dm.eval_batch([pair])
+        out = pipeline.model.render_views(
+            batch["source_images"], batch["source_c2w"], batch["source_K"], batch["target_c2w"], batch["target_K"],
+            sample_steps=args.steps, generator=generator, sampler=args.sampler, churn=args.churn,
+        )  # fmt: skip
+        metrics, _ = pipeline.model.get_image_metrics_and_images(out, batch)
+        psnr.append(metrics)
+        rows.append(
+            torch.cat([batch["source_images"][0, 0], batch["target_image"][0], out["rgb"][0], out["sample"][0]], -1)
+        )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat(rows, dim=-2).cpu(), args.output)
+    summary = {
+        "contact_sheet": str(args.output),
+        "rows": len(rows),
+        "seconds_per_row": round((time.perf_counter() - start) / max(1, len(rows)), 3),
+    }
+    for key in psnr[0]:
+        summary[f"mean_{key}"] = round(sum(m[key] for m in psnr) / len(psnr), 4)
+    return summary
+
+
+def entrypoint() -> None:
+    print(json.dumps(main(tyro.cli(ContactSheetArgs))))
+
+
+if __name__ == "__main__":
+    entrypoint()

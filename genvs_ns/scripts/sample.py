@@ -1,0 +1,198 @@
+"""``genvs-sample``: generate novel views of an object along a camera path, autoregressively, from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Union
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import tyro
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torchvision.utils import save_image
+
+from genvs_ns.data.images import load_rgb
+from genvs_ns.model.geometry import intrinsics_matrix
+from genvs_ns.sampling.autoregressive import ContextPolicy, SampleSettings, generate_path
+from genvs_ns.sampling.diffusion import get_sampler
+from genvs_ns.sampling.trajectories import Trajectory, estimate_up, from_spherical, look_at, nearest_first, orbit
+from genvs_ns.scripts.checkpoint import load_pipeline
+
+
+@dataclass
+class SampleArgs:
+    """Generate novel views of a data set object (or of your own --image) with a genvs checkpoint."""
+
+    load_config: Path
+    """config.yml written by ns-train."""
+    output_dir: Path
+    """Folder for frames/, samples.mp4, nerf_rgb.mp4, contact_sheet.png and run.json."""
+    object: Union[int, str] = 0
+    """Object of the data set split: an index or an instance id."""
+    split: str = "test"
+    """Data set split to take the object from (test, val or train)."""
+    input_views: List[int] = field(default_factory=list)
+    """View indices of the object to condition on (1-3); default: view 64 where it exists, else the first."""
+    image: Path | None = None
+    """Your own picture instead of a data set object (RGB or RGBA on white, object centred)."""
+    elevation: float = 20.0
+    """--image only: assumed camera elevation in degrees."""
+    azimuth: float = 0.0
+    """--image only: assumed camera azimuth in degrees."""
+    radius: float = 1.3
+    """--image only: assumed camera distance from the object's centre (SRN: 1.3)."""
+    focal: float | None = None
+    """--image only: focal length in pixels of the model's image size (default: SRN's 131.25 at 128 px)."""
+    trajectory: Trajectory = "spiral"
+    """spiral or circle around the object starting at the input camera, or the data set's own views of the object."""
+    num_frames: int = 24
+    """Frames to generate."""
+    sampler: str = "heun"
+    """k-diffusion sampler: euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral, lms, dpmpp_2m, dpmpp_sde, ..."""
+    steps: int = 25
+    """Denoiser steps per frame."""
+    churn: float = 0.0
+    """EDM S_churn for the samplers that take it (euler, heun, dpm_2); > 0 makes them stochastic."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance (1: plain conditional; > 1 follows the rendered features harder)."""
+    unconditional: bool = False
+    """Ignore the input: sample from the unconditional branch (guidance scale 0)."""
+    autoregressive: bool = True
+    """Condition each frame on earlier frames as well (--no-autoregressive: on the input alone)."""
+    max_earlier_frames: int = 4
+    """Autoregressive: up to this many random earlier frames besides the previous one."""
+    seed: int = 0
+    """Same seed, same frames."""
+    fps: int = 10
+    """Frame rate of the videos."""
+    save_progress: bool = False
+    """Also save each frame's denoising trajectory (progress/00000.png: the denoised estimate at every step)."""
+
+
+def _fail(message: str) -> None:
+    raise SystemExit(f"genvs-sample: error: {message}")
+
+
+def _object_index(ds, obj: Union[int, str]) -> int:
+    ids = ds.metadata["object_ids"]
+    if isinstance(obj, str) and not obj.isdigit():
+        if obj not in ids:
+            _fail(f"no object with instance id {obj!r} in this split")
+        return ids.index(obj)
+    index = int(obj)
+    if not 0 <= index < len(ids):
+        _fail(f"object index {index} out of range: this split has {len(ids)} objects (0-{len(ids) - 1})")
+    return index
+
+
+def _write_video(path: Path, frames: torch.Tensor, fps: int) -> None:
+    video = (frames.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    iio.imwrite(path, video, plugin="pyav", fps=fps, codec="libx264")
+
+
+def main(args: SampleArgs) -> dict:
+    get_sampler(args.sampler)  # unknown names fail before the checkpoint loads
+    if args.num_frames < 1:
+        _fail("--num-frames must be at least 1")
+    test_mode = "inference" if args.image is not None else ("test" if args.split == "test" else "val")
+    pipeline = load_pipeline(args.load_config, test_mode=test_mode)
+    pipeline.eval()
+    model = pipeline.model
+    train = pipeline.datamanager.train_dataset
+    up = estimate_up(train.c2w[:, :, 3])
+    H, W = train.image_hw(0)
+    gt_frames = None
+
+    if args.image is not None:
+        image = torch.from_numpy(load_rgb(args.image, size=(W, H))).permute(2, 0, 1)
+        f = args.focal if args.focal is not None else 131.25 * W / 128
+        K = intrinsics_matrix(*(torch.tensor([v]) for v in (f, f, W / 2, H / 2)))[0]
+        position = from_spherical(args.radius, math.radians(args.elevation), math.radians(args.azimuth), up)
+        input_images, input_c2w, input_K = image[None], look_at(position, up)[None], K[None]
+        if args.trajectory == "dataset":
+            _fail("--trajectory dataset needs a data set object, not --image")
+    else:
+        split = {"train": "train", "val": "val", "test": "test"}.get(args.split)
+        if split is None:
+            _fail(f"--split must be train, val or test, not {args.split!r}")
+        ds = train if split == "train" else pipeline.datamanager.eval_dataset
+        obj = _object_index(ds, args.object)
+        images = ds.object_images[obj]
+        views = {int(ds.view_index[i]): i for i in images}
+        wanted = args.input_views or [64 if 64 in views else int(ds.view_index[images[0]])]
+        if not 1 <= len(wanted) <= 3:
+            _fail("give 1 to 3 --input-views")
+        missing = [v for v in wanted if v not in views]
+        if missing:
+            _fail(f"object {obj} has no view {missing[0]} (views: {min(views)}-{max(views)})")
+        chosen = [views[v] for v in wanted]
+        input_images = torch.stack([ds.image(i) for i in chosen])
+        input_c2w, input_K = ds.c2w[chosen], ds.K[chosen]
+        if args.trajectory == "dataset":
+            others = [i for i in images if i not in chosen]
+            order = nearest_first(input_c2w[0], ds.c2w[others], args.num_frames)
+            targets = [others[k] for k in order]
+            gt_frames = torch.stack([ds.image(i) for i in targets])
+            target_c2w, target_K = ds.c2w[targets], ds.K[targets]
+    if args.trajectory != "dataset":
+        target_c2w = orbit(input_c2w[0], up, args.num_frames, kind=args.trajectory)
+        target_K = input_K[:1].expand(len(target_c2w), 3, 3)
+
+    settings = SampleSettings(args.sampler, args.steps, args.churn, 0.0 if args.unconditional else args.guidance_scale)
+    policy = ContextPolicy(args.autoregressive, args.max_earlier_frames)
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+    ) as progress:
+        frames_task = progress.add_task("frames", total=len(target_c2w))
+        steps_task = progress.add_task("steps", total=args.steps)
+
+        def on_frame(i: int) -> None:
+            progress.advance(frames_task)
+            progress.reset(steps_task)
+
+        result = generate_path(
+            model, input_images, input_c2w, input_K, target_c2w, target_K, settings, policy, args.seed,
+            save_progress=args.save_progress, on_frame=on_frame, on_step=lambda info: progress.advance(steps_task),
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
+
+    out = args.output_dir
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(result.samples):
+        save_image(frame, out / "frames" / f"{i:05d}.png")
+    _write_video(out / "samples.mp4", result.samples, args.fps)
+    _write_video(out / "nerf_rgb.mp4", result.nerf_rgb, args.fps)
+    if args.save_progress:
+        (out / "progress").mkdir(exist_ok=True)
+        for i, steps in enumerate(result.progress):
+            save_image(steps, out / "progress" / f"{i:05d}.png", nrow=len(steps), padding=0)
+    rows = [result.samples, result.nerf_rgb] + ([gt_frames] if gt_frames is not None else [])
+    per_row = len(result.samples)
+    pad = torch.ones(max(0, per_row - len(input_images)), 3, H, W)
+    inputs = torch.cat([input_images, pad])[:per_row]  # first row: the input view(s)
+    save_image(torch.cat([inputs, *rows]), out / "contact_sheet.png", nrow=per_row, padding=1, pad_value=1.0)
+    run = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()},
+        "frames": len(result.samples),
+        "seconds": round(seconds, 2),
+        "seconds_per_frame": round(seconds / len(result.samples), 3),
+        "context": result.context,
+        "outputs": ["frames/", "samples.mp4", "nerf_rgb.mp4", "contact_sheet.png"],
+    }
+    (out / "run.json").write_text(json.dumps(run, indent=1))
+    return run
+
+
+def entrypoint() -> None:
+    run = main(tyro.cli(SampleArgs))
+    print(json.dumps({k: run[k] for k in ("frames", "seconds", "seconds_per_frame")}))
+
+
+if __name__ == "__main__":
+    entrypoint()

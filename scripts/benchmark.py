@@ -1,0 +1,205 @@
+"""Benchmarks of genvs-ns on this machine; prints one JSON object.
+
+    .venv/bin/python scripts/benchmark.py                 # everything (several minutes on 2 cores)
+    .venv/bin/python scripts/benchmark.py --only matmul denoiser
+
+Each case runs in its own process so that its peak RSS is its own. Numbers:
+- matmul: fp32 and bf16 GFLOP/s of a 2048^3 matmul (the machine's ceiling for the rest);
+- train_step_tiny / train_step_paper: median seconds of a full training step (forward, backward, optimizer) after
+  warm-up, and peak RSS, for genvs-tiny at its default batch and for genvs (paper sizes) at batch 1, 3 views, 128 px;
+- field_render: samples/s through field + renderer, forward and backward, at the paper field size, with the MLP's
+  FLOP/s as a fraction of the measured matmul rate;
+- denoiser: denoiser evaluations/s (batch 1, no grad) of the tiny U-Net at 64 px and the paper U-Net at 128 px.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = ["matmul", "train_step_tiny", "train_step_paper", "field_render", "denoiser"]
+
+
+def _timeit(fn, warmup: int, repeat: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul() -> dict:
+    import torch
+
+    n = 2048
+    result = {}
+    for name, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16)]:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        t = statistics.median(_timeit(lambda a=a, b=b: a @ b, 2, 5))
+        result[f"{name}_gflops"] = round(2 * n**3 / t / 1e9, 1)
+    return result
+
+
+def _train_step(preset: str, steps: int) -> dict:
+    import torch
+    from nerfstudio.engine.optimizers import Optimizers
+
+    from genvs_ns.config import genvs_tiny_trainer, genvs_trainer
+    from genvs_ns.data.toy import generate
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        if preset == "tiny":
+            config = genvs_tiny_trainer()
+            generate(Path(tmp), num_objects=12, num_views=8, resolution=64, seed=0)
+        else:
+            config = genvs_trainer()
+            generate(Path(tmp), num_objects=6, num_views=8, resolution=128, seed=0)
+            dm = config.pipeline.datamanager
+            dm.objects_per_batch, dm.min_source_views, dm.max_source_views = 1, 3, 3
+        config.pipeline.datamanager.data = Path(tmp)
+        pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+        optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
+        callbacks = pipeline.get_training_callbacks(None)
+
+        def step() -> None:
+            optimizers.zero_grad_all()
+            _, losses, _ = pipeline.get_train_loss_dict(0)
+            sum(losses.values()).backward()
+            optimizers.optimizer_step_all()
+            for cb in callbacks:
+                cb.run_callback_at_location(0, cb.where_to_run[0])
+
+        times = _timeit(step, 2, steps)
+        params = {k: round(sum(p.numel() for p in v) / 1e6, 2) for k, v in pipeline.get_param_groups().items()}
+    dm = config.pipeline.datamanager
+    return {
+        "median_step_s": round(statistics.median(times), 3),
+        "steps_timed": steps,
+        "objects_per_batch": dm.objects_per_batch,
+        "source_views": [dm.min_source_views, dm.max_source_views],
+        "params_millions": params,
+        "peak_rss_mb": round(_peak_rss_mb()),
+    }
+
+
+def train_step_tiny() -> dict:
+    return _train_step("tiny", 20)
+
+
+def train_step_paper() -> dict:
+    return _train_step("paper", 4)
+
+
+def field_render() -> dict:
+    import numpy as np
+    import torch
+
+    from genvs_ns.data.toy import look_at_c2w_opencv, random_camera_positions
+    from genvs_ns.model.field import FrustumField
+    from genvs_ns.model.geometry import image_rays
+    from genvs_ns.model.renderer import RenderSettings, render_rays
+
+    rates = matmul()
+    torch.manual_seed(0)
+    B, V, C, D, hw, rays, coarse, fine = 1, 3, 16, 64, 64, 64 * 64, 64, 64
+    field = FrustumField(C, 64, 3, 16, "torch")
+    volumes = torch.randn(B, V, C, D, hw, hw, requires_grad=True)
+    positions = random_camera_positions(np.random.default_rng(0), V + 1)
+    cams = np.stack([look_at_c2w_opencv(p) @ np.diag([1, -1, -1, 1]) for p in positions])
+    c2w = torch.tensor(cams[:, :3], dtype=torch.float32)
+    K = torch.tensor([[131.25, 0, 64], [0, 131.25, 64], [0, 0, 1]]).expand(V + 1, 3, 3)
+    origins, directions = image_rays(c2w[None, V], K[None, V], (128, 128), (hw, hw))
+    background = torch.ones(16)
+    result = {"rays": rays, "samples_per_ray": coarse + fine, "views": V}
+    mlp_flops = 2 * (C * 64 + 64 * 64 + 64 * 17)  # per sample, forward
+
+    def fn(autocast: bool) -> None:
+        def field_fn(points):
+            feats = field.lookup(volumes, points, c2w[None, :V], K[None, :V], (128, 128), 0.8, 1.8)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                return field(feats)
+
+        out = render_rays(field_fn, origins, directions, RenderSettings(0.8, 1.8, coarse, fine, True), background)
+        (out.features.sum() + out.depth.sum()).backward()
+
+    for name, autocast in [("fp32", False), ("bf16", True)]:
+        t = statistics.median(_timeit(functools.partial(fn, autocast), 1, 3))
+        samples = rays * (coarse + fine)
+        achieved = 3 * mlp_flops * samples / t  # forward + backward ~ 3x forward
+        result[name] = {
+            "seconds": round(t, 3),
+            "samples_per_s": round(samples / t),
+            "mlp_gflops": round(achieved / 1e9, 1),
+            "fraction_of_matmul": round(achieved / 1e9 / rates[f"{name}_gflops"], 3),
+        }
+    result["matmul"] = rates
+    return result
+
+
+def _denoise(den, x, sigma, cond, autocast: bool):
+    import torch
+
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        return den(x, sigma, cond).float()
+
+
+def denoiser() -> dict:
+    import torch
+
+    from genvs_ns.model.denoiser import ConditionedDenoiser
+
+    result = {}
+    for name, config, px in [("tiny_64px", "denoiser_tiny.json", 64), ("paper_128px", "denoiser_paper.json", 128)]:
+        den = ConditionedDenoiser(config, 16).eval()
+        x, cond, sigma = torch.randn(1, 3, px, px), torch.randn(1, 16, px, px), torch.ones(1)
+        entry = {"params_millions": round(sum(p.numel() for p in den.parameters()) / 1e6, 2)}
+        reference = None
+        for prec, autocast in [("fp32", False), ("bf16", True)]:
+            fn = functools.partial(_denoise, den, x, sigma, cond, autocast)
+            t = statistics.median(_timeit(fn, 1, 5 if px == 64 else 3))
+            entry[f"{prec}_evals_per_s"] = round(1 / t, 2)
+            out = fn()
+            if reference is None:
+                reference = out
+            else:
+                entry["bf16_max_abs_diff_vs_fp32"] = round(float((out - reference).abs().max()), 4)
+        result[name] = entry
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=CASES, default=CASES)
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(globals()[args.case]()))
+        return
+    results = {}
+    for case in args.only:
+        res = subprocess.run([sys.executable, __file__, "--case", case], capture_output=True, text=True)
+        if res.returncode != 0:
+            results[case] = {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
+        else:
+            results[case] = json.loads(res.stdout.strip().splitlines()[-1])
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Two CPU processes on a gloo group train the real pipeline under DDP; prints what the test checks as JSON.
+
+Run by tests/test_ddp.py in a subprocess (nerfstudio's own launcher insists on CUDA for several processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def worker(rank: int, data: str, port: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import tiny_trainer_config
+    from nerfstudio.engine.optimizers import Optimizers
+
+    torch.manual_seed(rank)  # different initial weights per rank: DDP must broadcast rank 0's
+    config = tiny_trainer_config(Path(data))
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val", world_size=2, local_rank=rank)
+    optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
+    objects = sorted(pipeline.datamanager.train_objects)
+    grads = []
+    for step in range(3):
+        optimizers.zero_grad_all()
+        _, losses, _ = pipeline.get_train_loss_dict(step)
+        sum(losses.values()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in pipeline.model.net.parameters()]))
+        optimizers.optimizer_step_all()
+    params = torch.cat([p.detach().flatten() for p in pipeline.model.net.parameters()])
+    result = {"objects": objects, "grad": [float(g.norm()) for g in grads], "grad_sum": [float(g.sum()) for g in grads]}
+    result["param_sum"], result["param_norm"] = float(params.double().sum()), float(params.norm())
+    gathered = [None, None]
+    dist.all_gather_object(gathered, result)
+    if rank == 0:
+        Path(out).write_text(json.dumps(gathered))
+    # Both ranks leave together: a rank exiting while the other's gloo threads still talk to it aborts the other.
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    data, port, out = sys.argv[1:4]
+    mp.spawn(worker, args=(data, port, out), nprocs=2, join=True)

@@ -1,0 +1,70 @@
+"""``ns-train genvs-tiny`` through nerfstudio's real CLI: trains, logs every loss, checkpoints, resumes, and rejects
+malformed data with one line."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+from conftest import first_instance
+from test_cli_data import BIN, run
+
+SMALL = [
+    "--vis", "tensorboard",
+    "--logging.steps-per-log", "1",
+    "--pipeline.datamanager.objects-per-batch", "2",
+    "--pipeline.model.volume-resolution", "16",
+    "--pipeline.model.volume-depth", "8",
+    "--pipeline.model.decoder-channels", "32",
+    "--pipeline.model.num-coarse-samples", "8",
+    "--pipeline.model.num-importance-samples", "8",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_train_checkpoint_resume_and_logged_losses(toy32, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    common = ["--output-dir", tmp_path, "--experiment-name", "e", "--timestamp", "t", *SMALL]
+    first = run(BIN / "ns-train", "genvs-tiny", "--data", toy32, "--max-num-iterations", "3", *common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "e" / "genvs-tiny" / "t"
+    assert sorted(p.name for p in (run_dir / "nerfstudio_models").iterdir()) == ["step-000000002.ckpt"]
+
+    # nerfstudio resumes at the checkpoint's step + 1 and runs --max-num-iterations more steps.
+    second = run(
+        BIN / "ns-train", "genvs-tiny", "--data", toy32, "--max-num-iterations", "2",
+        "--load-dir", run_dir / "nerfstudio_models", *common,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert re.search(
+        r"Done loading Nerfstudio checkpoint from\s+\S*step-000000002\.ckpt", second.stdout.replace("\n", "")
+    )
+    assert sorted(p.name for p in (run_dir / "nerfstudio_models").iterdir()) == ["step-000000004.ckpt"]
+
+    tags = set()
+    for events in run_dir.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    losses = {"diffusion_loss", "rgb_loss", "source_rgb_loss", "opacity_loss", "depth_prior_loss"}
+    assert {f"Train Loss Dict/{name}" for name in losses} <= tags
+    assert "Train Metrics Dict/psnr" in tags
+
+
+@pytest.mark.slow
+def test_ns_train_genvs_on_malformed_data_prints_one_line(toy32, tmp_path):
+    data = tmp_path / "srn"
+    shutil.copytree(toy32, data)
+    pose = first_instance(data) / "pose" / "000001.txt"
+    m = np.loadtxt(pose)
+    m[0, 0] = 3.0
+    np.savetxt(pose, m)
+    res = run(BIN / "ns-train", "genvs-tiny", "--data", data, "--output-dir", tmp_path / "out", *SMALL)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr + res.stdout
+    errors = [line for line in res.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"genvs-ns: error: {pose}: malformed pose: rotation is not orthonormal")
