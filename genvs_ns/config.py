@@ -18,6 +18,10 @@ from genvs_ns.data.datamanager import GeNVSDataManagerConfig
 from genvs_ns.data.srn_dataparser import SRNDataParserConfig
 from genvs_ns.model.genvs_model import GeNVSModelConfig
 from genvs_ns.pipeline import GeNVSPipelineConfig
+from genvs_ns.video import ensure_ffmpeg_on_path
+
+# nerfstudio imports this module (method discovery) before ns-render checks for ffmpeg.
+ensure_ffmpeg_on_path()
 
 
 @dataclass

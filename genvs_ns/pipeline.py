@@ -15,6 +15,7 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from genvs_ns.data.datamanager import GeNVSDataManager, GeNVSDataManagerConfig
+from genvs_ns.metrics import perceptual_metrics
 from genvs_ns.model.genvs_model import GeNVSModel, GeNVSModelConfig
 
 
@@ -58,6 +59,7 @@ class GeNVSPipeline(VanillaPipeline):
             grad_scaler=grad_scaler,
         )
         self.model.to(device)
+        self.model.set_conditioning_dataset(self.datamanager.eval_dataset or train)
         self.world_size = world_size
         if world_size > 1:
             # Unlike nerfstudio's default, no device_ids on the CPU (gloo), and every parameter must get a gradient
@@ -87,14 +89,16 @@ class GeNVSPipeline(VanillaPipeline):
         self.train()
         return outputs, losses, metrics
 
-    def _eval_outputs(self, batch: Dict[str, torch.Tensor], generator: torch.Generator | None = None):
+    def _eval_outputs(
+        self, batch: Dict[str, torch.Tensor], sample_steps: int, generator: torch.Generator | None = None
+    ):
         return self.model.render_views(
             batch["source_images"],
             batch["source_c2w"],
             batch["source_K"],
             batch["target_c2w"],
             batch["target_K"],
-            sample_steps=self.model.config.eval_sample_steps,
+            sample_steps=sample_steps,
             generator=generator,
         )
 
@@ -102,7 +106,7 @@ class GeNVSPipeline(VanillaPipeline):
     def get_eval_image_metrics_and_images(self, step: int):
         self.eval()
         batch, _ = self.datamanager.next_eval_image(step)
-        outputs = self._eval_outputs(batch)
+        outputs = self._eval_outputs(batch, self.model.config.eval_sample_steps)
         metrics, images = self.model.get_image_metrics_and_images(outputs, batch)
         metrics["num_rays"] = int(batch["target_image"].shape[-1] * batch["target_image"].shape[-2])
         self.train()
@@ -111,25 +115,38 @@ class GeNVSPipeline(VanillaPipeline):
     @torch.no_grad()
     def get_average_eval_image_metrics(
         self, step: int | None = None, output_path: Path | None = None, get_std: bool = False
-    ) -> Dict[str, float]:
-        """Metrics averaged over the fixed held-out (object, source view, target view) pairs."""
+    ) -> Dict[str, float | str]:
+        """The SRN protocol on the fixed held-out (object, source view, target view) pairs (``ns-eval``).
+
+        PSNR / SSIM of the NeRF RGB and of diffusion samples (seeded), LPIPS and FID where their weights exist.
+        """
         self.eval()
         generator = torch.Generator(device=self.device).manual_seed(0)
+        steps = self.model.config.eval_all_sample_steps
         if output_path is not None:
             output_path.mkdir(parents=True, exist_ok=True)
-        per_image = []
+        per_image, nerf, samples, targets = [], [], [], []
         for k, pair in enumerate(self.datamanager.eval_pairs):
             batch = self.datamanager.eval_batch([pair])
-            metrics, images = self.model.get_image_metrics_and_images(self._eval_outputs(batch, generator), batch)
+            outputs = self._eval_outputs(batch, steps, generator)
+            metrics, images = self.model.get_image_metrics_and_images(outputs, batch)
             per_image.append(metrics)
+            nerf.append(outputs["rgb"].cpu())
+            targets.append(batch["target_image"].cpu())
+            if "sample" in outputs:
+                samples.append(outputs["sample"].cpu())
             if output_path is not None:
                 for key, image in images.items():
                     vutils.save_image(image.permute(2, 0, 1).cpu(), output_path / f"eval_{key}_{k:04d}.png")
         self.train()
-        result: Dict[str, float] = {}
+        result: Dict[str, float | str] = {"num_images": len(per_image), "sample_steps": steps}
         for key in per_image[0]:
             values = torch.tensor([m[key] for m in per_image])
             result[key] = float(values.mean())
             if get_std:
                 result[f"{key}_std"] = float(values.std()) if len(values) > 1 else 0.0
+        predictions = {"nerf": torch.cat(nerf)}
+        if samples:
+            predictions["sample"] = torch.cat(samples)
+        result.update(perceptual_metrics(predictions, torch.cat(targets)))
         return result

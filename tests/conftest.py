@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,35 @@ def tiny_trainer_config(data: Path):
     model.volume_resolution, model.volume_depth, model.decoder_channels = 16, 8, 32
     model.num_coarse_samples, model.num_importance_samples, model.aux_num_rays = 8, 8, 64
     return config
+
+
+BIN = Path(sys.executable).parent
+
+# genvs-tiny shrunk through the CLI, as a user would, so a step takes a fraction of a second.
+SMALL_FLAGS = [
+    "--vis", "tensorboard",
+    "--logging.steps-per-log", "1",
+    "--pipeline.datamanager.objects-per-batch", "2",
+    "--pipeline.model.volume-resolution", "16",
+    "--pipeline.model.volume-depth", "8",
+    "--pipeline.model.decoder-channels", "32",
+    "--pipeline.model.num-coarse-samples", "8",
+    "--pipeline.model.num-importance-samples", "8",
+]  # fmt: skip
+
+
+def run(*args, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(toy32, tmp_path_factory) -> Path:
+    """config.yml of a genvs-tiny run that ns-train trained for 3 steps (checkpoint step-000000002.ckpt)."""
+    out = tmp_path_factory.mktemp("runs")
+    res = run(
+        BIN / "ns-train", "genvs-tiny", "--data", toy32, "--max-num-iterations", "3",
+        "--output-dir", out, "--experiment-name", "e", "--timestamp", "t", *SMALL_FLAGS,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out / "e" / "genvs-tiny" / "t" / "config.yml"

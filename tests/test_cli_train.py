@@ -8,30 +8,17 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import first_instance
-from test_cli_data import BIN, run
-
-SMALL = [
-    "--vis", "tensorboard",
-    "--logging.steps-per-log", "1",
-    "--pipeline.datamanager.objects-per-batch", "2",
-    "--pipeline.model.volume-resolution", "16",
-    "--pipeline.model.volume-depth", "8",
-    "--pipeline.model.decoder-channels", "32",
-    "--pipeline.model.num-coarse-samples", "8",
-    "--pipeline.model.num-importance-samples", "8",
-]  # fmt: skip
+from conftest import BIN, SMALL_FLAGS, first_instance, run
 
 
 @pytest.mark.slow
-def test_train_checkpoint_resume_and_logged_losses(toy32, tmp_path):
+def test_train_checkpoint_resume_and_logged_losses(toy32, tiny_run, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    common = ["--output-dir", tmp_path, "--experiment-name", "e", "--timestamp", "t", *SMALL]
-    first = run(BIN / "ns-train", "genvs-tiny", "--data", toy32, "--max-num-iterations", "3", *common)
-    assert first.returncode == 0, first.stderr[-3000:]
     run_dir = tmp_path / "e" / "genvs-tiny" / "t"
+    shutil.copytree(tiny_run.parent, run_dir)  # the session's run stays untouched for the other tests
     assert sorted(p.name for p in (run_dir / "nerfstudio_models").iterdir()) == ["step-000000002.ckpt"]
+    common = ["--output-dir", tmp_path, "--experiment-name", "e", "--timestamp", "t", *SMALL_FLAGS]
 
     # nerfstudio resumes at the checkpoint's step + 1 and runs --max-num-iterations more steps.
     second = run(
@@ -62,7 +49,7 @@ def test_ns_train_genvs_on_malformed_data_prints_one_line(toy32, tmp_path):
     m = np.loadtxt(pose)
     m[0, 0] = 3.0
     np.savetxt(pose, m)
-    res = run(BIN / "ns-train", "genvs-tiny", "--data", data, "--output-dir", tmp_path / "out", *SMALL)
+    res = run(BIN / "ns-train", "genvs-tiny", "--data", data, "--output-dir", tmp_path / "out", *SMALL_FLAGS)
     assert res.returncode != 0
     assert "Traceback" not in res.stderr + res.stdout
     errors = [line for line in res.stderr.splitlines() if "error" in line]

@@ -12,6 +12,7 @@ from typing import Dict, Literal, Tuple, Type, Union
 import numpy as np
 import torch
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 from torch import Tensor
 
 from genvs_ns.data.dataset import SRNDataset
@@ -85,15 +86,12 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         self.eval_pairs: list[tuple[int, int, int]] = []  # (object, source image, target image)
         for obj in range(min(self.config.eval_num_objects, ds.num_objects)):
             images = ds.object_images[obj]
-            views = [int(ds.view_index[i]) for i in images]
-            source = (
-                images[views.index(self.config.eval_source_view)]
-                if self.config.eval_source_view in views
-                else images[0]
-            )
+            source = ds.view_image(obj, self.config.eval_source_view)
             others = [i for i in images if i != source]
             picks = np.linspace(0, len(others) - 1, min(self.config.eval_num_target_views, len(others))).round()
             self.eval_pairs += [(obj, source, others[int(p)]) for p in picks]
+        # nerfstudio's tools (ns-render spiral) read start cameras here; it loads images one at a time.
+        self.eval_dataloader = FixedIndicesEvalDataloader(input_dataset=ds, device=self.device)
 
     def _batch(self, ds: SRNDataset, sources: list[list[int]], targets: list[int]) -> ObjectBatch:
         def stack(idx: list[int]) -> Tuple[Tensor, Tensor, Tensor]:

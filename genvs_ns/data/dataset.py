@@ -31,6 +31,12 @@ class SRNDataset(InputDataset):
         self.K = intrinsics_matrix(cams.fx[:, 0], cams.fy[:, 0], cams.cx[:, 0], cams.cy[:, 0])
         self.c2w = cams.camera_to_worlds
 
+    def view_image(self, obj: int, view: int) -> int:
+        """Image index of an object's view ``view`` (SRN's protocol source view is 64), else its first view."""
+        images = self.object_images[obj]
+        views = [int(self.view_index[i]) for i in images]
+        return images[views.index(view)] if view in views else images[0]
+
     def image_hw(self, idx: int) -> tuple[int, int]:
         return int(self.cameras.height[idx]), int(self.cameras.width[idx])
 

@@ -12,6 +12,7 @@ import k_diffusion as K
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
@@ -19,7 +20,7 @@ from torch import Tensor
 from torch.nn import Parameter
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from genvs_ns.model.geometry import image_rays
+from genvs_ns.model.geometry import image_rays, intrinsics_matrix
 from genvs_ns.model.network import Conditioning, GeNVSNetwork, NetworkSizes
 from genvs_ns.model.renderer import RenderSettings
 from genvs_ns.sampling.diffusion import sample
@@ -45,6 +46,8 @@ class GeNVSModelConfig(ModelConfig):
     """ASPP dilation rates, relative to the stride-16 feature map (8x8 for 128 px images)."""
     backbone_weights: Path | None = None
     """Optional local ResNet-34 state dict (torchvision layout) to start the encoder from; none are downloaded."""
+    rgb_skip: bool = True
+    """Add each source pixel's RGB to the first 3 volume channels at every depth (the encoder learns the rest)."""
     # Field and rendering.
     latent_channels: int = 16
     """Channels of the rendered feature image; the first 3 are RGB."""
@@ -96,7 +99,17 @@ class GeNVSModelConfig(ModelConfig):
     ema_max_decay: float = 0.9999
     """Largest EMA decay."""
     eval_sample_steps: int = 0
-    """Denoiser steps for a diffusion sample in eval images (0: NeRF renders only)."""
+    """Denoiser steps for a diffusion sample in the periodic eval images (0: NeRF renders only)."""
+    render_object: int = 0
+    """ns-render / ns-viewer without --camera-idx: the object (index in the evaluation split) to condition on."""
+    render_source_view: int = 64
+    """... and its source view (view index; the first view where it does not exist)."""
+    render_sample_steps: int = 25
+    """Denoiser steps (Heun) of the ``sample`` output in ns-render / ns-viewer (0: NeRF outputs only)."""
+    render_seed: int = 0
+    """Seed of the ``sample`` output in ns-render / ns-viewer (the same for every frame)."""
+    eval_all_sample_steps: int = 25
+    """Denoiser steps (Heun) for the diffusion samples that ns-eval scores (0: NeRF metrics only)."""
 
 
 def _area_resize(images: Float[Tensor, "b c H W"], hw: tuple[int, int]) -> Float[Tensor, "b c h w"]:
@@ -135,6 +148,7 @@ class GeNVSModel(Model):
             mlp_implementation=c.mlp_implementation,
             denoiser_config=c.denoiser_config,
             backbone_weights=c.backbone_weights,
+            rgb_skip=c.rgb_skip,
         )
         self.net = GeNVSNetwork(sizes)
         # The EMA copy never trains: DDP and the optimizers ignore parameters without requires_grad.
@@ -265,39 +279,96 @@ class GeNVSModel(Model):
     @torch.no_grad()
     def render_views(
         self,
-        source_images: Float[Tensor, "batch views 3 H W"],
-        source_c2w: Float[Tensor, "batch views 3 4"],
-        source_K: Float[Tensor, "batch views 3 3"],
+        source_images: Float[Tensor, "batch views 3 H W"] | None,
+        source_c2w: Float[Tensor, "batch views 3 4"] | None,
+        source_K: Float[Tensor, "batch views 3 3"] | None,
         target_c2w: Float[Tensor, "batch 3 4"],
         target_K: Float[Tensor, "batch 3 3"],
+        target_hw: tuple[int, int] | None = None,
         sample_steps: int = 0,
         use_ema: bool = True,
         generator: torch.Generator | None = None,
         conditioning: Conditioning | None = None,
         **sample_kwargs,
     ) -> Dict[str, Tensor]:
-        """NeRF RGB, depth and accumulation at image resolution, and optionally a diffusion sample, for new cameras."""
+        """NeRF RGB, depth and accumulation, and optionally a diffusion sample, for new cameras.
+
+        Sources are given as images and cameras, or already encoded as ``conditioning``. ``target_K`` is in pixels of
+        ``target_hw`` (default: the source image size). The denoiser always works at the training image size (the
+        source images'); its sample is resized to ``target_hw`` when that differs.
+        """
         net = self.ema if use_ema else self.net
-        H, W = source_images.shape[-2:]
         c = self.config
-        h, w = H // c.render_downscale, W // c.render_downscale
         rs = self.render_settings(stratified=False)
         with self._autocast():
-            cond = conditioning or net.encode(source_images, source_c2w, source_K)
-            full = net.render_image(cond, target_c2w, target_K, (H, W), (H, W), rs)
+            cond = conditioning if conditioning is not None else net.encode(source_images, source_c2w, source_K)
+            H, W = cond.image_hw
+            target_hw = tuple(target_hw or (H, W))
+            full = net.render_image(cond, target_c2w, target_K, target_hw, target_hw, rs)
         out = {
             "rgb": full["features"][:, :3].clamp(0, 1),
             "depth": full["depth"],
             "accumulation": full["accumulation"],
         }
         if sample_steps > 0:
+            h, w = H // c.render_downscale, W // c.render_downscale
             with self._autocast():
-                low = net.render_image(cond, target_c2w, target_K, (H, W), (h, w), rs)["features"]
-                out["sample"] = sample(
+                low = net.render_image(cond, target_c2w, target_K, target_hw, (h, w), rs)["features"]
+                image = sample(
                     net.denoiser, net.upsample(low, (H, W)), steps=sample_steps, generator=generator, **sample_kwargs
                 ).float()
-            out["features"] = low
+            if target_hw != (H, W):
+                image = F.interpolate(image, size=target_hw, mode="bilinear", align_corners=False)
+            out["sample"], out["features"] = image, low
         return out
+
+    # ---- rendering for nerfstudio's camera-only tools (ns-render, ns-viewer) --------------------------------------
+
+    def set_conditioning_dataset(self, dataset) -> None:
+        """Images that camera-only renders condition on (the evaluation split); set by the pipeline."""
+        self._conditioning_dataset = dataset
+        self._conditioning_cache: Dict[int, Conditioning] = {}
+
+    def default_source_image(self) -> int:
+        """Image index of ``render_object``'s source view (view ``render_source_view`` where it exists)."""
+        ds = self._conditioning_dataset
+        if not 0 <= self.config.render_object < ds.num_objects:
+            raise SystemExit(
+                f"genvs-ns: error: render_object {self.config.render_object} out of range: "
+                f"{ds.num_objects} objects (0-{ds.num_objects - 1})"
+            )
+        return ds.view_image(self.config.render_object, self.config.render_source_view)
+
+    def conditioning_for_image(self, image_index: int) -> Conditioning:
+        """One dataset image encoded (EMA weights) as the source view; cached."""
+        ds = self._conditioning_dataset
+        if not 0 <= image_index < len(ds):
+            raise SystemExit(f"genvs-ns: error: camera index {image_index} out of range: {len(ds)} images")
+        if image_index not in self._conditioning_cache:
+            image = ds.image(image_index)[None, None].to(self.device)
+            c2w, K = ds.c2w[image_index][None, None].to(self.device), ds.K[image_index][None, None].to(self.device)
+            with torch.no_grad(), self._autocast():
+                self._conditioning_cache = {image_index: self.ema.encode(image, c2w, K)}
+        return self._conditioning_cache[image_index]
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
+        """Renders for a bare camera, conditioned on the image ``camera.metadata["cam_idx"]`` of the evaluation
+        split (``ns-render --camera-idx``) or else on ``render_object``'s source view."""
+        metadata = camera.metadata or {}
+        index = metadata.get("cam_idx")
+        index = int(index.flatten()[0]) if isinstance(index, Tensor) else index
+        cond = self.conditioning_for_image(self.default_source_image() if index is None else int(index))
+        camera = camera.to(self.device)
+        c2w = camera.camera_to_worlds.reshape(1, 3, 4)
+        K = intrinsics_matrix(*(x.reshape(1) for x in (camera.fx, camera.fy, camera.cx, camera.cy)))
+        hw = (int(camera.height.flatten()[0]), int(camera.width.flatten()[0]))
+        generator = torch.Generator(device=self.device).manual_seed(self.config.render_seed)
+        out = self.render_views(
+            None, None, None, c2w, K, target_hw=hw, sample_steps=self.config.render_sample_steps,
+            generator=generator, conditioning=cond,
+        )  # fmt: skip
+        return {k: v[0].permute(1, 2, 0) for k, v in out.items() if k != "features"}
 
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]

@@ -33,6 +33,7 @@ class NetworkSizes:
     mlp_implementation: str
     denoiser_config: str
     backbone_weights: Path | None = None
+    rgb_skip: bool = True
 
 
 @dataclass
@@ -77,6 +78,7 @@ class GeNVSNetwork(nn.Module):
             sizes.mlp_implementation,
         )
         self.denoiser = ConditionedDenoiser(sizes.denoiser_config, sizes.latent_channels)
+        self.rgb_skip = sizes.rgb_skip
         background = torch.zeros(sizes.latent_channels)
         background[:3] = 1.0  # SRN renders are on white
         self.register_buffer("background", background, persistent=False)
@@ -89,6 +91,11 @@ class GeNVSNetwork(nn.Module):
     ) -> Conditioning:
         B, V = images.shape[:2]
         volumes = self.encoder(images.flatten(0, 1)).float()
+        if self.rgb_skip:
+            # Each pixel's own colour added to the first 3 channels at every depth: the field sees the colour a point
+            # projects onto directly instead of waiting for the encoder to learn to carry it.
+            rgb = F.adaptive_avg_pool2d(images.flatten(0, 1), volumes.shape[-2:])[:, :, None]
+            volumes = torch.cat([volumes[:, :3] + rgb, volumes[:, 3:]], dim=1)
         return Conditioning(volumes.view(B, V, *volumes.shape[1:]), c2w, K, tuple(images.shape[-2:]))
 
     def render(

@@ -9,8 +9,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Union
 
-import imageio.v3 as iio
-import numpy as np
 import torch
 import tyro
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,10 +16,9 @@ from torchvision.utils import save_image
 
 from genvs_ns.data.images import load_rgb
 from genvs_ns.model.geometry import intrinsics_matrix
-from genvs_ns.sampling.autoregressive import ContextPolicy, SampleSettings, generate_path
-from genvs_ns.sampling.diffusion import get_sampler
 from genvs_ns.sampling.trajectories import Trajectory, estimate_up, from_spherical, look_at, nearest_first, orbit
-from genvs_ns.scripts.checkpoint import load_pipeline
+from genvs_ns.scripts.checkpoint import check_config, load_pipeline
+from genvs_ns.video import write_video
 
 
 @dataclass
@@ -90,15 +87,17 @@ def _object_index(ds, obj: Union[int, str]) -> int:
     return index
 
 
-def _write_video(path: Path, frames: torch.Tensor, fps: int) -> None:
-    video = (frames.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-    iio.imwrite(path, video, plugin="pyav", fps=fps, codec="libx264")
-
-
 def main(args: SampleArgs) -> dict:
-    get_sampler(args.sampler)  # unknown names fail before the checkpoint loads
+    # Cheap checks first: loading nerfstudio and the checkpoint takes many seconds.
+    check_config(args.load_config)
     if args.num_frames < 1:
         _fail("--num-frames must be at least 1")
+    if args.image is not None and not args.image.is_file():
+        _fail(f"{args.image}: no such image")
+    from genvs_ns.sampling.autoregressive import ContextPolicy, SampleSettings, generate_path
+    from genvs_ns.sampling.diffusion import get_sampler
+
+    get_sampler(args.sampler)
     test_mode = "inference" if args.image is not None else ("test" if args.split == "test" else "val")
     pipeline = load_pipeline(args.load_config, test_mode=test_mode)
     pipeline.eval()
@@ -124,7 +123,7 @@ def main(args: SampleArgs) -> dict:
         obj = _object_index(ds, args.object)
         images = ds.object_images[obj]
         views = {int(ds.view_index[i]): i for i in images}
-        wanted = args.input_views or [64 if 64 in views else int(ds.view_index[images[0]])]
+        wanted = args.input_views or [int(ds.view_index[ds.view_image(obj, 64)])]
         if not 1 <= len(wanted) <= 3:
             _fail("give 1 to 3 --input-views")
         missing = [v for v in wanted if v not in views]
@@ -166,8 +165,8 @@ def main(args: SampleArgs) -> dict:
     (out / "frames").mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(result.samples):
         save_image(frame, out / "frames" / f"{i:05d}.png")
-    _write_video(out / "samples.mp4", result.samples, args.fps)
-    _write_video(out / "nerf_rgb.mp4", result.nerf_rgb, args.fps)
+    write_video(out / "samples.mp4", result.samples, args.fps)
+    write_video(out / "nerf_rgb.mp4", result.nerf_rgb, args.fps)
     if args.save_progress:
         (out / "progress").mkdir(exist_ok=True)
         for i, steps in enumerate(result.progress):

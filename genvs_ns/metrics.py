@@ -1,0 +1,52 @@
+"""Perceptual metrics (LPIPS, FID) when their network weights are on disk; nothing is downloaded.
+
+torchmetrics computes both, but needs torchvision's VGG-16 (LPIPS, as pixelNeRF's scripts) and torch-fidelity's
+Inception (FID) weights in torch's hub cache. Without them the result says what was skipped and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Union
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+VGG16_FILE = "vgg16-397923af.pth"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
+def _weights(name: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def perceptual_metrics(
+    predictions: Dict[str, Float[Tensor, "n 3 H W"]], targets: Float[Tensor, "n 3 H W"]
+) -> Dict[str, Union[float, str]]:
+    """``{name}_lpips`` per prediction set and ``{name}_fid`` against the targets, or ``*_skipped`` reasons."""
+    result: Dict[str, Union[float, str]] = {}
+    vgg = _weights(VGG16_FILE)
+    if vgg.is_file():
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        lpips = LearnedPerceptualImagePatchSimilarity(net_type="vgg", normalize=True)
+        for name, images in predictions.items():
+            result[f"{name}_lpips"] = float(lpips(images.clamp(0, 1), targets))
+            lpips.reset()
+    else:
+        result["lpips_skipped"] = f"VGG-16 weights not found at {vgg} (they cannot be downloaded here)"
+    inception = _weights(INCEPTION_FILE)
+    if inception.is_file() and len(targets) >= 2:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        for name, images in predictions.items():
+            fid = FrechetInceptionDistance(normalize=True, feature_extractor_weights_path=str(inception))
+            fid.update(targets, real=True)
+            fid.update(images.clamp(0, 1), real=False)
+            result[f"{name}_fid"] = float(fid.compute())
+    elif not inception.is_file():
+        result["fid_skipped"] = f"Inception weights not found at {inception} (they cannot be downloaded here)"
+    else:
+        result["fid_skipped"] = "FID needs at least 2 images"
+    return result

@@ -1,0 +1,81 @@
+"""``genvs-sample`` and ``genvs-contact-sheet`` through their real CLIs on a checkpoint ns-train wrote."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from conftest import BIN, run
+from PIL import Image
+
+FAST = ["--steps", "3", "--num-frames", "3"]
+
+
+def _frames(folder):
+    return [np.asarray(Image.open(p)) for p in sorted((folder / "frames").iterdir())]
+
+
+@pytest.mark.slow
+def test_sample_writes_frames_videos_and_is_seeded(tiny_run, tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for out, seed in [(a, "1"), (b, "1"), (c, "2")]:
+        res = run(BIN / "genvs-sample", "--load-config", tiny_run, "--output-dir", out, "--seed", seed, *FAST)
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in (a / "frames").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    for name in ("samples.mp4", "nerf_rgb.mp4"):
+        assert iio.improps(a / name, plugin="pyav").shape == (3, 32, 32, 3)
+    assert all(np.array_equal(x, y) for x, y in zip(_frames(a), _frames(b)))
+    assert not all(np.array_equal(x, y) for x, y in zip(_frames(a), _frames(c)))
+    run_json = json.loads((a / "run.json").read_text())
+    assert run_json["frames"] == 3 and run_json["settings"]["sampler"] == "heun"
+    # Autoregressive: frame 2 sees the input, frame 0 and the previous frame 1.
+    assert run_json["context"] == [["input0"], ["input0", "frame0"], ["input0", "frame0", "frame1"]]
+    sheet = Image.open(a / "contact_sheet.png")
+    assert sheet.size[0] > 3 * 32 and sheet.size[1] > 3 * 32  # input row, samples row, NeRF row
+
+
+@pytest.mark.slow
+def test_sample_dataset_trajectory_non_autoregressive_with_progress(tiny_run, tmp_path):
+    out = tmp_path / "d"
+    res = run(
+        BIN / "genvs-sample", "--load-config", tiny_run, "--output-dir", out, "--trajectory", "dataset",
+        "--no-autoregressive", "--sampler", "dpmpp_2m", "--save-progress", "--input-views", "0", "3", *FAST,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["context"] == [["input0", "input1"]] * 3
+    assert Image.open(out / "progress" / "00000.png").size == (3 * 32, 32)  # one denoised estimate per step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--load-config", "/nonexistent/config.yml"], "no such config"),
+        (["--object", "99"], "object index 99 out of range"),
+        (["--image", "/nonexistent.png"], "no such image"),
+        (["--sampler", "nope"], "unknown sampler 'nope'"),
+    ],
+)
+def test_sample_errors_are_one_line(tiny_run, tmp_path, args, message):
+    base = ["--load-config", tiny_run] if "--load-config" not in args else []
+    res = run(BIN / "genvs-sample", *base, "--output-dir", tmp_path / "x", *args, *FAST)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and message in errors[0], res.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sample_rejects_another_methods_config_and_unreadable_image(tiny_run, tmp_path):
+    other = tmp_path / "config.yml"
+    other.write_text(tiny_run.read_text().replace("method_name: genvs-tiny", "method_name: nerfacto"))
+    res = run(BIN / "genvs-sample", "--load-config", other, "--output-dir", tmp_path / "x", *FAST)
+    assert res.returncode != 0 and "'nerfacto' checkpoint, not genvs" in res.stderr
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    res = run(BIN / "genvs-sample", "--load-config", tiny_run, "--output-dir", tmp_path / "y", "--image", broken, *FAST)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert f"{broken}: unreadable or truncated image" in res.stderr
