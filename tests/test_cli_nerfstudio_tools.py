@@ -32,3 +32,34 @@ def test_ns_render_spiral_writes_rgb_and_sample(tiny_run, tmp_path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert iio.improps(out, plugin="pyav").shape == (3, 32, 96, 3)  # rgb | sample | depth side by side
+
+
+@pytest.mark.slow
+def test_ns_viewer_serves_its_page(tiny_run):
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(BIN / "ns-viewer"), "--load-config", str(tiny_run), "--viewer.websocket-host", "127.0.0.1",
+         "--viewer.websocket-port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline, page = time.time() + 180, None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode("utf-8", "replace")
+                break
+            except OSError:
+                time.sleep(1)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert page is not None and "<html" in page.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -16,6 +16,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerNumber
 from torch import Tensor
 from torch.nn import Parameter
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
@@ -154,6 +155,18 @@ class GeNVSModel(Model):
         # The EMA copy never trains: DDP and the optimizers ignore parameters without requires_grad.
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        # ns-viewer shows these (nerfstudio finds ViewerElements on the model); elsewhere they keep the config values.
+        self.viewer_object = ViewerNumber(
+            "Object", c.render_object, hint="Object of the evaluation split whose source view conditions the render"
+        )
+        self.viewer_source_view = ViewerNumber(
+            "Source view", c.render_source_view, hint="View index of that object used as input (first view if absent)"
+        )
+        self.viewer_sample = ViewerCheckbox(
+            "Diffusion sample",
+            c.render_sample_steps > 0,
+            hint=f"Add the 'sample' output ({c.render_sample_steps} steps)",
+        )
 
     # ---- nerfstudio plumbing -------------------------------------------------------------------------------------
 
@@ -332,12 +345,12 @@ class GeNVSModel(Model):
     def default_source_image(self) -> int:
         """Image index of ``render_object``'s source view (view ``render_source_view`` where it exists)."""
         ds = self._conditioning_dataset
-        if not 0 <= self.config.render_object < ds.num_objects:
+        obj = int(self.viewer_object.value)
+        if not 0 <= obj < ds.num_objects:
             raise SystemExit(
-                f"genvs-ns: error: render_object {self.config.render_object} out of range: "
-                f"{ds.num_objects} objects (0-{ds.num_objects - 1})"
+                f"genvs-ns: error: render_object {obj} out of range: {ds.num_objects} objects (0-{ds.num_objects - 1})"
             )
-        return ds.view_image(self.config.render_object, self.config.render_source_view)
+        return ds.view_image(obj, int(self.viewer_source_view.value))
 
     def conditioning_for_image(self, image_index: int) -> Conditioning:
         """One dataset image encoded (EMA weights) as the source view; cached."""
@@ -365,7 +378,8 @@ class GeNVSModel(Model):
         hw = (int(camera.height.flatten()[0]), int(camera.width.flatten()[0]))
         generator = torch.Generator(device=self.device).manual_seed(self.config.render_seed)
         out = self.render_views(
-            None, None, None, c2w, K, target_hw=hw, sample_steps=self.config.render_sample_steps,
+            None, None, None, c2w, K, target_hw=hw,
+            sample_steps=self.config.render_sample_steps if self.viewer_sample.value else 0,
             generator=generator, conditioning=cond,
         )  # fmt: skip
         return {k: v[0].permute(1, 2, 0) for k, v in out.items() if k != "features"}
