@@ -199,10 +199,8 @@ class GeNVSModel(Model):
 
     def get_outputs(self, inputs) -> Dict[str, Tensor]:
         if isinstance(inputs, RayBundle):
-            raise NotImplementedError(
-                "genvs renders are conditioned on source views: use the pipeline's object batches (viewer and "
-                "ns-render support comes with the conditioning controls)"
-            )
+            # Rays alone say nothing about which object to show; cameras go through get_outputs_for_camera.
+            raise NotImplementedError("genvs renders need source views: use get_outputs_for_camera or object batches")
         return self.training_outputs(inputs)
 
     # ---- training --------------------------------------------------------------------------------------------
