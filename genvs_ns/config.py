@@ -114,6 +114,7 @@ def genvs_tiny_trainer() -> TrainerConfig:
             num_importance_samples=16,
             aux_num_rays=128,
             denoiser_config="denoiser_tiny.json",
+            denoise_residual=True,
         ),
     )
 

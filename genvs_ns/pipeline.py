@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from genvs_ns.data.datamanager import GeNVSDataManager, GeNVSDataManagerConfig
 from genvs_ns.metrics import perceptual_metrics
 from genvs_ns.model.genvs_model import GeNVSModel, GeNVSModelConfig
+from genvs_ns.sampling.trajectories import estimate_up
 
 
 @dataclass
@@ -54,12 +55,16 @@ class GeNVSPipeline(VanillaPipeline):
         self._model = config.model.setup(
             scene_box=train.scene_box,
             num_train_data=len(train),
-            metadata=train.metadata,
+            metadata={
+                **train.metadata,
+                "image_hw": train.image_hw(0),
+                "world_up": estimate_up(train.c2w[:, :, 3]).tolist(),
+            },
             device=device,
             grad_scaler=grad_scaler,
         )
         self.model.to(device)
-        self.model.set_conditioning_dataset(self.datamanager.eval_dataset or train)
+        self.model.set_conditioning_datasets(self.datamanager.eval_dataset or train, train)
         self.world_size = world_size
         if world_size > 1:
             # Unlike nerfstudio's default, no device_ids on the CPU (gloo), and every parameter must get a gradient

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import imageio.v3 as iio
 import pytest
+import torch
 from conftest import BIN, run
 
 
@@ -72,3 +74,35 @@ def test_ns_viewer_serves_its_page(tiny_run):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_ns_render_interpolate_and_camera_path(tiny_run, tmp_path):
+    # interpolate: through the evaluation cameras (one held-out object, 8 views: 7 transitions of 1 step).
+    out = tmp_path / "interpolate.mp4"
+    res = run(
+        BIN / "ns-render", "interpolate", "--load-config", tiny_run, "--output-path", out,
+        "--rendered-output-names", "rgb", "accumulation", "--interpolation-steps", "1", "--frame-rate", "7",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    frames, height, width, _ = iio.improps(out, plugin="pyav").shape
+    assert frames == 7 and (height, width) == (32, 64)
+    # camera-path: a path as the viewer exports it (4x4 camera-to-world rows, vertical fov in degrees).
+    from genvs_ns.sampling.trajectories import from_spherical, look_at
+
+    up = torch.tensor([0.0, 0.0, 1.0])
+    bottom = torch.tensor([[0.0, 0.0, 0.0, 1.0]])
+    poses = [look_at(from_spherical(1.3, math.radians(20), math.radians(a), up), up) for a in (0, 30, 60)]
+    path = {
+        "camera_type": "perspective", "render_height": 24, "render_width": 40, "seconds": 1.0, "fps": 3,
+        "camera_path": [{"camera_to_world": torch.cat([p, bottom]).flatten().tolist(), "fov": 50} for p in poses],
+    }  # fmt: skip
+    path_file = tmp_path / "camera_path.json"
+    path_file.write_text(json.dumps(path))
+    out = tmp_path / "path.mp4"
+    res = run(
+        BIN / "ns-render", "camera-path", "--load-config", tiny_run, "--camera-path-filename", path_file,
+        "--output-path", out, "--rendered-output-names", "rgb", "sample", "--camera-idx", "3",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert iio.improps(out, plugin="pyav").shape == (3, 24, 80, 3)

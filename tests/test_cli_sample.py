@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import imageio.v3 as iio
 import numpy as np
@@ -79,3 +80,23 @@ def test_sample_rejects_another_methods_config_and_unreadable_image(tiny_run, tm
     res = run(BIN / "genvs-sample", "--load-config", tiny_run, "--output-dir", tmp_path / "y", "--image", broken, *FAST)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert f"{broken}: unreadable or truncated image" in res.stderr
+
+
+@pytest.mark.slow
+def test_sample_own_image_without_the_training_data(tiny_run, toy32, tmp_path):
+    """A checkpoint copied away from its data set still samples a user's picture: the camera facts travel with it."""
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_run.parent, moved)
+    config = moved / "config.yml"
+    text = config.read_text()
+    assert f"\n- {toy32.name}\n" in text  # pathlib parts, one per line
+    config.write_text(text.replace(f"\n- {toy32.name}\n", f"\n- {toy32.name}-not-here\n"))
+    picture = next(toy32.rglob("rgb/*.png"))
+    out = tmp_path / "own"
+    res = run(BIN / "genvs-sample", "--load-config", config, "--output-dir", out, "--image", picture, *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(list((out / "frames").iterdir())) == 3
+    assert Image.open(out / "frames" / "00000.png").size == (32, 32)  # the training image size, from the checkpoint
+    # Data set objects do need the data: one line says which folder is missing.
+    res = run(BIN / "genvs-sample", "--load-config", config, "--output-dir", tmp_path / "obj", *FAST)
+    assert res.returncode != 0 and "Traceback" not in res.stderr and f"{toy32.name}-not-here" in res.stderr

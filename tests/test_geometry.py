@@ -75,3 +75,19 @@ def test_voxel_centres_sample_exactly_their_voxel_and_outside_is_empty():
     samples = F.grid_sample(volume, coords.view(1, 2, 1, 1, 3), padding_mode="zeros", align_corners=False)
     torch.testing.assert_close(samples.flatten(), torch.tensor([1.0, 0.0]))
     assert (coords[1].abs() > 1).any()
+
+
+def test_geometry_stays_float32_under_bf16_autocast_and_float64_inputs():
+    """The model runs under bf16 autocast and viewer camera paths arrive in float64: neither may move a point."""
+    cams = _cameras()
+    c2w, K = cams.camera_to_worlds, _K(cams)
+    origins, directions = image_rays(c2w, K, (16, 20), (16, 20))
+    points = origins + 1.3 * directions
+    expected = world_to_frustum(points, c2w, K, (16, 20), NEAR, FAR)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        o, d = image_rays(c2w, K, (16, 20), (16, 20))
+        coords = world_to_frustum(points, c2w, K, (16, 20), NEAR, FAR)
+    assert d.dtype == coords.dtype == torch.float32
+    assert torch.allclose(d, directions, atol=1e-6) and torch.allclose(coords, expected, atol=1e-5)
+    o64, d64 = image_rays(c2w.double(), K.double(), (16, 20), (16, 20))
+    assert d64.dtype == torch.float32 and torch.allclose(d64, directions, atol=1e-6)

@@ -76,3 +76,26 @@ def test_loss_falls_and_ema_follows(toy32):
     metrics, images = pipeline.get_eval_image_metrics_and_images(100)
     assert {"psnr", "ssim"} <= set(metrics) and metrics["psnr"] > 8
     assert images["source_gt_nerf_sample"].shape == (32, 96, 3)
+
+
+def test_volumes_carry_source_colours_and_field_rgb_starts_from_them(toy32):
+    """rgb_skip: channels 0-2 of every depth plane are the source pixels' colours; the field's RGB is that colour
+    corrected by the MLP, so a zero correction returns the colour a point projects onto."""
+    import torch.nn.functional as F
+
+    pipeline, _ = _setup(toy32)
+    net = pipeline.model.net
+    batch, _ = pipeline.datamanager.next_train(0)
+    src = batch["source_images"][:1]
+    cond = net.encode(src, batch["source_c2w"][:1], batch["source_K"][:1])
+    V, (D, h, w) = src.shape[1], cond.volumes.shape[-3:]
+    assert cond.volumes.shape[:3] == (1, V, pipeline.model.config.volume_channels)
+    pooled = F.adaptive_avg_pool2d(src[0], (h, w))
+    assert torch.allclose(cond.volumes[0, :, :3], pooled[:, :, None].expand(V, 3, D, h, w))
+    last = net.field.mlp.layers[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    features = cond.volumes[0, 0].flatten(1).T  # one feature vector per voxel
+    _, latent = net.field(features)
+    assert torch.allclose(latent[:, :3], features[:, :3].clamp(0.02, 0.98), atol=1e-5)

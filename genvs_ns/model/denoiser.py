@@ -3,6 +3,11 @@
 The rendered feature image (upsampled to image size) enters as ``unet_cond``. One ``mapping_cond`` channel tells the
 U-Net the conditioning was replaced by noise (classifier-free guidance); with the JSON's ``augment_wrapper`` the 9
 Karras augmentation parameters come first, as k-diffusion's ``KarrasAugmentWrapper`` expects.
+
+Optionally (``residual``) the U-Net denoises the target's difference from the rendered RGB: the denoised estimate is
+``rgb + Denoiser(x - rgb)``. Noising commutes with the shift (``x - rgb = (x0 - rgb) + sigma * noise``), so this is
+still EDM on images and any k-diffusion sampler runs unchanged; only the estimate an untrained U-Net starts from moves
+from zero to the rendered RGB. Unconditional evaluations (classifier-free guidance) have no render and no shift.
 """
 
 from __future__ import annotations
@@ -50,9 +55,10 @@ def load_denoiser_config(name_or_path: str | Path, cond_channels: int) -> dict:
 class ConditionedDenoiser(nn.Module):
     """``Denoiser(ImageDenoiserModelV1)`` with GeNVS's conditioning; images in [-1, 1]."""
 
-    def __init__(self, config_name: str | Path, cond_channels: int) -> None:
+    def __init__(self, config_name: str | Path, cond_channels: int, residual: bool = False) -> None:
         super().__init__()
         self.config = load_denoiser_config(config_name, cond_channels)
+        self.residual = residual
         self.augment = bool(self.config["model"]["augment_wrapper"])
         self.sigma_data = float(self.config["model"]["sigma_data"])
         self.sigma_min = float(self.config["model"].get("sigma_min", 0.002))
@@ -67,6 +73,14 @@ class ConditionedDenoiser(nn.Module):
             kwargs["aug_cond"] = aug_cond if aug_cond is not None else cond.new_zeros(cond.shape[0], AUG_DIM)
         return kwargs
 
+    def _base(self, cond: Tensor, uncond: Tensor) -> Tensor | float:
+        """What the U-Net's output is added to: the rendered RGB in [-1, 1] (zero for unconditional evaluations)."""
+        if not self.residual:
+            return 0.0
+        # A fixed shift, not a path for gradients: the renderer learns through unet_cond and its own RGB losses.
+        rgb = cond[:, :3].detach() * 2 - 1
+        return rgb * (1 - uncond.to(rgb.dtype))[:, None, None, None]
+
     def loss(
         self,
         x0: Float[Tensor, "batch 3 H W"],
@@ -76,7 +90,8 @@ class ConditionedDenoiser(nn.Module):
         aug_cond: Float[Tensor, "batch 9"] | None = None,
     ) -> Float[Tensor, " batch"]:
         noise = torch.randn_like(x0)
-        return self.denoiser.loss(x0, noise, sigma, **self._kwargs(cond, uncond, aug_cond))
+        base = self._base(cond, uncond)
+        return self.denoiser.loss(x0 - base, noise, sigma, **self._kwargs(cond, uncond, aug_cond))
 
     def forward(
         self,
@@ -88,4 +103,5 @@ class ConditionedDenoiser(nn.Module):
         """The denoised estimate of x at noise level sigma (k-diffusion's model interface)."""
         if uncond is None:
             uncond = torch.zeros(x.shape[0], device=x.device)
-        return self.denoiser(x, sigma, **self._kwargs(cond, uncond, None))
+        base = self._base(cond, uncond)
+        return base + self.denoiser(x - base, sigma, **self._kwargs(cond, uncond, None))

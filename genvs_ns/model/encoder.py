@@ -4,6 +4,8 @@ Built from torchvision parts (``resnet34`` and DeepLabV3's ``ASPP``); segmentati
 timm than nerfstudio allows. Batch norm is frozen (identity unless pretrained weights are loaded) and dropout removed,
 as in GeNVS: batches here are a handful of objects, too few for batch statistics.
 
+Its decoder uses group norm, which does not depend on the batch.
+
 Cost is set by the decoder's output: DeepLabV3+ normally predicts at full image resolution, but the volume only needs
 ``volume_hw`` pixels, so the head runs at that resolution (the paper-size preset: 64x64 x 64 planes x 16 channels from
 128 px images) instead of predicting 1024 channels at 128x128 and throwing detail away later.
@@ -11,6 +13,7 @@ Cost is set by the decoder's output: DeepLabV3+ normally predicts at full image 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -45,6 +48,10 @@ def _dilate_layer4(backbone: nn.Module) -> None:
                 module.dilation, module.padding = (2, 2), (2, 2)
 
 
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(16, channels), channels)
+
+
 class DeepLabV3PlusEncoder(nn.Module):
     """Source images -> frustum feature volumes ``[views, channels, depth, h, w]``."""
 
@@ -76,9 +83,15 @@ class DeepLabV3PlusEncoder(nn.Module):
             backbone.layer4,
         )
         self.aspp = _strip_norm_and_dropout(ASPP(512, list(aspp_rates), decoder_channels))
-        self.aspp_out = nn.Sequential(nn.Conv2d(decoder_channels, decoder_channels, 3, padding=1), nn.ReLU())
+        # Group norm (independent of the batch) keeps the volume features near unit scale: with no normalisation at
+        # all they grew to a standard deviation of ~20 and drowned the colour channels beside them.
+        self.aspp_out = nn.Sequential(
+            nn.Conv2d(decoder_channels, decoder_channels, 3, padding=1), _group_norm(decoder_channels), nn.ReLU()
+        )
         self.low_level = nn.Sequential(nn.Conv2d(64, 48, 1), nn.ReLU())
-        self.fuse = nn.Sequential(nn.Conv2d(decoder_channels + 48, decoder_channels, 3, padding=1), nn.ReLU())
+        self.fuse = nn.Sequential(
+            nn.Conv2d(decoder_channels + 48, decoder_channels, 3, padding=1), _group_norm(decoder_channels), nn.ReLU()
+        )
         self.head = nn.Conv2d(decoder_channels, volume_channels * volume_depth, 1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

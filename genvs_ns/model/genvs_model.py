@@ -16,11 +16,12 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerNumber
+from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerDropdown, ViewerNumber
 from torch import Tensor
 from torch.nn import Parameter
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from genvs_ns.model.augment import augment_jointly
 from genvs_ns.model.geometry import image_rays, intrinsics_matrix
 from genvs_ns.model.network import Conditioning, GeNVSNetwork, NetworkSizes
 from genvs_ns.model.renderer import RenderSettings
@@ -48,7 +49,8 @@ class GeNVSModelConfig(ModelConfig):
     backbone_weights: Path | None = None
     """Optional local ResNet-34 state dict (torchvision layout) to start the encoder from; none are downloaded."""
     rgb_skip: bool = True
-    """Add each source pixel's RGB to the first 3 volume channels at every depth (the encoder learns the rest)."""
+    """The first 3 volume channels are each source pixel's RGB at every depth (the encoder fills the others), and the
+    field's RGB is the mean colour a point projects onto, corrected by its MLP."""
     # Field and rendering.
     latent_channels: int = 16
     """Channels of the rendered feature image; the first 3 are RGB."""
@@ -75,6 +77,12 @@ class GeNVSModelConfig(ModelConfig):
     """Standard deviation of log(sigma) during training."""
     uncond_prob: float = 0.1
     """Probability that the conditioning is replaced by noise (flagged to the U-Net) for classifier-free guidance."""
+    denoise_residual: bool = False
+    """The U-Net denoises the target's difference from the rendered RGB (estimate = RGB + U-Net) instead of the target:
+    the same EDM model family, but an early U-Net already returns the render's colours rather than grey (genvs-tiny)."""
+    augment_prob: float = 0.12
+    """Karras augmentation, when the denoiser JSON has ``augment_wrapper`` true: probability of each transform (flips,
+    scale, rotation, anisotropy, translation), applied alike to the target and its feature image."""
     bf16: bool = True
     """Run the encoder, field MLP and U-Net under bf16 autocast (compositing stays fp32)."""
     # Losses.
@@ -134,8 +142,11 @@ class GeNVSModel(Model):
         super().populate_modules()
         self.collider = None  # object batches carry their own near/far
         metadata = self.kwargs.get("metadata", {})
-        self.near = float(metadata.get("near", 0.8))
-        self.far = float(metadata.get("far", 1.8))
+        # What rendering for a user's own picture needs besides the weights, saved with them: near/far, the image size
+        # the denoiser was trained at and the world's up direction (the pipeline reads them off the training data).
+        self.register_buffer("near_far", torch.tensor([metadata.get("near", 0.8), metadata.get("far", 1.8)]))
+        self.register_buffer("image_size", torch.tensor(metadata.get("image_hw", (0, 0)), dtype=torch.long))
+        self.register_buffer("world_up", torch.tensor(metadata.get("world_up", (0.0, 0.0, 1.0)), dtype=torch.float32))
         c = self.config
         sizes = NetworkSizes(
             volume_channels=c.volume_channels,
@@ -150,14 +161,21 @@ class GeNVSModel(Model):
             denoiser_config=c.denoiser_config,
             backbone_weights=c.backbone_weights,
             rgb_skip=c.rgb_skip,
+            denoise_residual=c.denoise_residual,
         )
         self.net = GeNVSNetwork(sizes)
         # The EMA copy never trains: DDP and the optimizers ignore parameters without requires_grad.
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         # ns-viewer shows these (nerfstudio finds ViewerElements on the model); elsewhere they keep the config values.
+        self.viewer_split = ViewerDropdown(
+            "Objects from",
+            "eval",
+            ["eval", "train"],
+            hint="Split the object index counts in (clicking a training camera switches to 'train')",
+        )
         self.viewer_object = ViewerNumber(
-            "Object", c.render_object, hint="Object of the evaluation split whose source view conditions the render"
+            "Object", c.render_object, hint="Object whose source view conditions the render"
         )
         self.viewer_source_view = ViewerNumber(
             "Source view", c.render_source_view, hint="View index of that object used as input (first view if absent)"
@@ -167,6 +185,21 @@ class GeNVSModel(Model):
             c.render_sample_steps > 0,
             hint=f"Add the 'sample' output ({c.render_sample_steps} steps)",
         )
+        # The viewer passes the index of the last clicked training camera with every render (0 before any click).
+        self._viewer_camera_idx = 0
+
+    @property
+    def near(self) -> float:
+        return float(self.near_far[0])
+
+    @property
+    def far(self) -> float:
+        return float(self.near_far[1])
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """Height and width of the training images (the denoiser's size)."""
+        return int(self.image_size[0]), int(self.image_size[1])
 
     # ---- nerfstudio plumbing -------------------------------------------------------------------------------------
 
@@ -222,12 +255,15 @@ class GeNVSModel(Model):
         features = target["features"]
 
         # Denoising loss on the target view, conditioned on the upsampled feature image or (sometimes) on noise.
-        cond_image = net.upsample(features, (H, W))
+        cond_image, x0, aug_cond = net.upsample(features, (H, W)), tgt * 2 - 1, None
+        if net.denoiser.augment:
+            # Non-leaking: the U-Net is told which transform moved target and conditioning; sampling uses none.
+            (x0, cond_image), aug_cond = augment_jointly([x0, cond_image], c.augment_prob)
         uncond = (torch.rand(B, device=tgt.device) < c.uncond_prob).float()
         cond_image = torch.where(uncond[:, None, None, None] > 0, torch.randn_like(cond_image), cond_image)
         sigma = K.utils.rand_log_normal([B], loc=c.noise_mean, scale=c.noise_std, device=tgt.device)
         with self._autocast():
-            diffusion = net.denoiser.loss(tgt * 2 - 1, sigma, cond_image, uncond).float()
+            diffusion = net.denoiser.loss(x0, sigma, cond_image, uncond, aug_cond).float()
 
         # Source view 0 re-rendered on a ray subset from its own volume (and from source 1's, if there is one).
         uv = torch.stack(
@@ -335,41 +371,74 @@ class GeNVSModel(Model):
 
     # ---- rendering for nerfstudio's camera-only tools (ns-render, ns-viewer) --------------------------------------
 
-    def set_conditioning_dataset(self, dataset) -> None:
-        """Images that camera-only renders condition on (the evaluation split); set by the pipeline."""
-        self._conditioning_dataset = dataset
-        self._conditioning_cache: Dict[int, Conditioning] = {}
+    def set_conditioning_datasets(self, eval_dataset, train_dataset) -> None:
+        """Images that camera-only renders condition on; set by the pipeline."""
+        self._conditioning_datasets = {"eval": eval_dataset, "train": train_dataset}
+        self._conditioning_cache: Dict[Tuple[str, int], Conditioning] = {}
 
-    def default_source_image(self) -> int:
-        """Image index of ``render_object``'s source view (view ``render_source_view`` where it exists)."""
-        ds = self._conditioning_dataset
+    def _in_viewer(self) -> bool:
+        # The viewer builds GUI handles for the model's controls; ns-render and scripts never do.
+        return self.viewer_object.gui_handle is not None
+
+    def control_source_image(self, clamp: bool = False) -> Tuple[str, int]:
+        """Split and image index that the controls (or ``render_object``/``render_source_view``) choose: view
+        ``Source view`` of object ``Object``, or the object's first view where that view does not exist. An object out
+        of range is an error, or with ``clamp`` (a number typed into the viewer) moved to the nearest one."""
+        split = str(self.viewer_split.value)
+        ds = self._conditioning_datasets[split]
         obj = int(self.viewer_object.value)
+        if clamp and not 0 <= obj < ds.num_objects:
+            obj = min(max(obj, 0), ds.num_objects - 1)
+            self.viewer_object.value = obj
         if not 0 <= obj < ds.num_objects:
             raise SystemExit(
-                f"genvs-ns: error: render_object {obj} out of range: {ds.num_objects} objects (0-{ds.num_objects - 1})"
+                f"genvs-ns: error: object {obj} out of range: the {split} split has {ds.num_objects} objects "
+                f"(0-{ds.num_objects - 1})"
             )
-        return ds.view_image(obj, int(self.viewer_source_view.value))
+        return split, ds.view_image(obj, int(self.viewer_source_view.value))
 
-    def conditioning_for_image(self, image_index: int) -> Conditioning:
-        """One dataset image encoded (EMA weights) as the source view; cached."""
-        ds = self._conditioning_dataset
+    def _select_training_image(self, image_index: int) -> None:
+        """A click on a training camera in the viewer: its object and view become the controls' choice."""
+        ds = self._conditioning_datasets["train"]
         if not 0 <= image_index < len(ds):
-            raise SystemExit(f"genvs-ns: error: camera index {image_index} out of range: {len(ds)} images")
-        if image_index not in self._conditioning_cache:
+            return
+        self.viewer_split.value = "train"
+        self.viewer_object.value = int(ds.object_index[image_index])
+        self.viewer_source_view.value = int(ds.view_index[image_index])
+
+    def conditioning_for_image(self, split: str, image_index: int) -> Conditioning:
+        """One image of ``split`` encoded (EMA weights) as the source view; the last one is cached."""
+        ds = self._conditioning_datasets[split]
+        if not 0 <= image_index < len(ds):
+            raise SystemExit(f"genvs-ns: error: camera index {image_index} out of range: {len(ds)} {split} images")
+        key = (split, image_index)
+        if key not in self._conditioning_cache:
             image = ds.image(image_index)[None, None].to(self.device)
             c2w, K = ds.c2w[image_index][None, None].to(self.device), ds.K[image_index][None, None].to(self.device)
             with torch.no_grad(), self._autocast():
-                self._conditioning_cache = {image_index: self.ema.encode(image, c2w, K)}
-        return self._conditioning_cache[image_index]
+                self._conditioning_cache = {key: self.ema.encode(image, c2w, K)}
+        return self._conditioning_cache[key]
 
-    @torch.no_grad()
-    def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
-        """Renders for a bare camera, conditioned on the image ``camera.metadata["cam_idx"]`` of the evaluation
-        split (``ns-render --camera-idx``) or else on ``render_object``'s source view."""
+    def _camera_source(self, camera: Cameras) -> Tuple[str, int]:
         metadata = camera.metadata or {}
         index = metadata.get("cam_idx")
         index = int(index.flatten()[0]) if isinstance(index, Tensor) else index
-        cond = self.conditioning_for_image(self.default_source_image() if index is None else int(index))
+        if self._in_viewer():
+            # Every viewer render carries the last clicked training camera; only a new click changes the controls.
+            if index is not None and index != self._viewer_camera_idx:
+                self._viewer_camera_idx = index
+                self._select_training_image(index)
+            # An exception here would end the viewer's render thread: a mistyped object is clamped instead.
+            return self.control_source_image(clamp=True)
+        # ns-render --camera-idx N: image N of the evaluation split.
+        return ("eval", int(index)) if index is not None else self.control_source_image()
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
+        """Renders for a bare camera. In ns-viewer the controls (or a click on a training camera) choose the source
+        view; elsewhere ``camera.metadata["cam_idx"]`` (ns-render --camera-idx) names an image of the evaluation
+        split, and without it ``render_object``'s source view is used."""
+        cond = self.conditioning_for_image(*self._camera_source(camera))
         camera = camera.to(self.device)
         c2w = camera.camera_to_worlds.reshape(1, 3, 4)
         K = intrinsics_matrix(*(x.reshape(1) for x in (camera.fx, camera.fy, camera.cx, camera.cy)))

@@ -9,9 +9,28 @@ equal slabs (the normalised z of -1 and +1 are near and far).
 
 from __future__ import annotations
 
+import functools
+from typing import Callable, TypeVar
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+F = TypeVar("F", bound=Callable)
+
+
+def _fp32(fn: F) -> F:
+    """Geometry in float32 whatever the caller's autocast: under bf16, points of a 64 px source view landed up to
+    0.4 pixel and 0.7 depth plane (of 64) away from where they belong. Viewer camera paths arrive in float64."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next(a.device for a in args if isinstance(a, Tensor))
+        args = tuple(a.float() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+        with torch.autocast(device_type=device.type, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def intrinsics_matrix(fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor) -> Float[Tensor, "*batch 3 3"]:
@@ -29,6 +48,7 @@ def pixel_centres(height: int, width: int, device=None) -> Float[Tensor, "height
     return torch.stack([u, v], dim=-1).reshape(-1, 2)
 
 
+@_fp32
 def rays_through_pixels(
     c2w: Float[Tensor, "*batch 3 4"], K: Float[Tensor, "*batch 3 3"], uv: Float[Tensor, "*batch rays 2"]
 ) -> tuple[Float[Tensor, "*batch rays 3"], Float[Tensor, "*batch rays 3"]]:
@@ -43,6 +63,7 @@ def rays_through_pixels(
     return origins, directions
 
 
+@_fp32
 def image_rays(
     c2w: Float[Tensor, "*batch 3 4"], K: Float[Tensor, "*batch 3 3"], image_hw: tuple[int, int], out_hw: tuple[int, int]
 ) -> tuple[Float[Tensor, "*batch rays 3"], Float[Tensor, "*batch rays 3"]]:
@@ -52,6 +73,7 @@ def image_rays(
     return rays_through_pixels(c2w, K, uv.expand(*c2w.shape[:-2], -1, -1))
 
 
+@_fp32
 def world_to_frustum(
     points: Float[Tensor, "*batch n 3"],
     c2w: Float[Tensor, "*batch 3 4"],

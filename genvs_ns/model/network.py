@@ -34,6 +34,7 @@ class NetworkSizes:
     denoiser_config: str
     backbone_weights: Path | None = None
     rgb_skip: bool = True
+    denoise_residual: bool = False
 
 
 @dataclass
@@ -62,8 +63,10 @@ class Conditioning:
 class GeNVSNetwork(nn.Module):
     def __init__(self, sizes: NetworkSizes) -> None:
         super().__init__()
+        # With rgb_skip the first 3 volume channels are the source pixels' colours; the encoder fills the others.
+        self.rgb_skip = sizes.rgb_skip
         self.encoder = DeepLabV3PlusEncoder(
-            sizes.volume_channels,
+            sizes.volume_channels - 3 * self.rgb_skip,
             sizes.volume_depth,
             (sizes.volume_resolution, sizes.volume_resolution),
             sizes.decoder_channels,
@@ -76,9 +79,9 @@ class GeNVSNetwork(nn.Module):
             sizes.field_num_layers,
             sizes.latent_channels,
             sizes.mlp_implementation,
+            colour_inputs=sizes.rgb_skip,
         )
-        self.denoiser = ConditionedDenoiser(sizes.denoiser_config, sizes.latent_channels)
-        self.rgb_skip = sizes.rgb_skip
+        self.denoiser = ConditionedDenoiser(sizes.denoiser_config, sizes.latent_channels, sizes.denoise_residual)
         background = torch.zeros(sizes.latent_channels)
         background[:3] = 1.0  # SRN renders are on white
         self.register_buffer("background", background, persistent=False)
@@ -92,10 +95,11 @@ class GeNVSNetwork(nn.Module):
         B, V = images.shape[:2]
         volumes = self.encoder(images.flatten(0, 1)).float()
         if self.rgb_skip:
-            # Each pixel's own colour added to the first 3 channels at every depth: the field sees the colour a point
-            # projects onto directly instead of waiting for the encoder to learn to carry it.
+            # Each pixel's own colour at every depth: the field sees the colour a point projects onto directly instead
+            # of waiting for the encoder to learn to carry it. Kept as channels of their own: added to the encoder's
+            # features, the colour was lost in them.
             rgb = F.adaptive_avg_pool2d(images.flatten(0, 1), volumes.shape[-2:])[:, :, None]
-            volumes = torch.cat([volumes[:, :3] + rgb, volumes[:, 3:]], dim=1)
+            volumes = torch.cat([rgb.expand(-1, -1, volumes.shape[2], -1, -1), volumes], dim=1)
         return Conditioning(volumes.view(B, V, *volumes.shape[1:]), c2w, K, tuple(images.shape[-2:]))
 
     def render(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from genvs_ns.model.genvs_model import GeNVSModel
     from genvs_ns.pipeline import GeNVSPipeline
 
 
@@ -29,6 +30,7 @@ def check_config(config_path: Path) -> Path:
 
 def load_pipeline(config_path: Path, test_mode: Literal["test", "val", "inference"] = "test") -> GeNVSPipeline:
     """The pipeline of ``config_path`` (an ns-train ``config.yml``) with its latest checkpoint, on CUDA if present."""
+    config_path = Path(config_path)
     checkpoint_dir = check_config(config_path)
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -37,8 +39,40 @@ def load_pipeline(config_path: Path, test_mode: Literal["test", "val", "inferenc
     def beside_the_config(config):
         # nerfstudio looks for checkpoints relative to the folder training ran in; these sit next to the config.
         config.relative_model_dir = checkpoint_dir  # an absolute path wins in pathlib's join
+        config.pipeline.model.backbone_weights = None  # the checkpoint holds the weights; the file may be elsewhere
         return config
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode=test_mode, update_config_callback=beside_the_config)
     assert isinstance(pipeline, GeNVSPipeline)
     return pipeline
+
+
+def load_model(config_path: Path) -> GeNVSModel:
+    """The model of ``config_path`` with its latest checkpoint, without the training data (which may live on another
+    machine, or at a path relative to where training ran): for inputs from outside the data set."""
+    checkpoint_dir = check_config(Path(config_path))
+    import torch
+    import yaml
+    from nerfstudio.data.scene_box import SceneBox
+
+    config = yaml.load(Path(config_path).read_text(), Loader=yaml.Loader)
+    config.pipeline.model.backbone_weights = None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    model = config.pipeline.model.setup(scene_box=scene_box, num_train_data=0, metadata={}, device=device)
+    checkpoint = max(checkpoint_dir.glob("step-*.ckpt"))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["pipeline"]
+    # DDP training saves the model under "_model.module."; single-process training under "_model.".
+    state = {k.removeprefix("_model.").removeprefix("module."): v for k, v in state.items() if k.startswith("_model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if set(missing) == {"near_far", "image_size", "world_up"} and not unexpected:
+        raise SystemExit(
+            f"genvs-ns: error: {checkpoint}: written before genvs-ns saved the camera facts that inputs from outside "
+            "the data set need; sample a data set object instead"
+        )
+    if missing or unexpected:
+        raise SystemExit(
+            f"genvs-ns: error: {checkpoint}: does not match its config.yml (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    return model.to(device).eval()

@@ -16,8 +16,8 @@ from torchvision.utils import save_image
 
 from genvs_ns.data.images import load_rgb
 from genvs_ns.model.geometry import intrinsics_matrix
-from genvs_ns.sampling.trajectories import Trajectory, estimate_up, from_spherical, look_at, nearest_first, orbit
-from genvs_ns.scripts.checkpoint import check_config, load_pipeline
+from genvs_ns.sampling.trajectories import Trajectory, from_spherical, look_at, nearest_first, orbit
+from genvs_ns.scripts.checkpoint import check_config, load_model, load_pipeline
 from genvs_ns.video import write_video
 
 
@@ -98,28 +98,27 @@ def main(args: SampleArgs) -> dict:
     from genvs_ns.sampling.diffusion import get_sampler
 
     get_sampler(args.sampler)
-    test_mode = "inference" if args.image is not None else ("test" if args.split == "test" else "val")
-    pipeline = load_pipeline(args.load_config, test_mode=test_mode)
-    pipeline.eval()
-    model = pipeline.model
-    train = pipeline.datamanager.train_dataset
-    up = estimate_up(train.c2w[:, :, 3])
-    H, W = train.image_hw(0)
+    if args.image is not None and args.trajectory == "dataset":
+        _fail("--trajectory dataset needs a data set object, not --image")
     gt_frames = None
-
     if args.image is not None:
+        # The user's own picture needs no data set: the checkpoint carries image size, near/far and the world's up.
+        model = load_model(args.load_config)
+        up, (H, W) = model.world_up.float().cpu(), model.image_hw
         image = torch.from_numpy(load_rgb(args.image, size=(W, H))).permute(2, 0, 1)
         f = args.focal if args.focal is not None else 131.25 * W / 128
         K = intrinsics_matrix(*(torch.tensor([v]) for v in (f, f, W / 2, H / 2)))[0]
         position = from_spherical(args.radius, math.radians(args.elevation), math.radians(args.azimuth), up)
         input_images, input_c2w, input_K = image[None], look_at(position, up)[None], K[None]
-        if args.trajectory == "dataset":
-            _fail("--trajectory dataset needs a data set object, not --image")
     else:
         split = {"train": "train", "val": "val", "test": "test"}.get(args.split)
         if split is None:
             _fail(f"--split must be train, val or test, not {args.split!r}")
-        ds = train if split == "train" else pipeline.datamanager.eval_dataset
+        pipeline = load_pipeline(args.load_config, test_mode="test" if split == "test" else "val")
+        pipeline.eval()
+        model = pipeline.model
+        up, (H, W) = model.world_up.float().cpu(), model.image_hw
+        ds = pipeline.datamanager.train_dataset if split == "train" else pipeline.datamanager.eval_dataset
         obj = _object_index(ds, args.object)
         images = ds.object_images[obj]
         views = {int(ds.view_index[i]): i for i in images}
