@@ -118,7 +118,7 @@ def field_render() -> dict:
     rates = matmul()
     torch.manual_seed(0)
     B, V, C, D, hw, rays, coarse, fine = 1, 3, 16, 64, 64, 64 * 64, 64, 64
-    field = FrustumField(C, 64, 3, 16, "torch")
+    field = FrustumField(C, 64, 3, 16, "torch", colour_inputs=True)  # as the model builds it (rgb_skip)
     volumes = torch.randn(B, V, C, D, hw, hw, requires_grad=True)
     positions = random_camera_positions(np.random.default_rng(0), V + 1)
     cams = np.stack([look_at_c2w_opencv(p) @ np.diag([1, -1, -1, 1]) for p in positions])

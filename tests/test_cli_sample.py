@@ -30,7 +30,7 @@ def test_sample_writes_frames_videos_and_is_seeded(tiny_run, tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(_frames(a), _frames(b)))
     assert not all(np.array_equal(x, y) for x, y in zip(_frames(a), _frames(c)))
     run_json = json.loads((a / "run.json").read_text())
-    assert run_json["frames"] == 3 and run_json["settings"]["sampler"] == "heun"
+    assert run_json["frames"] == 3 and run_json["settings"]["sampler"] == "euler_ancestral"
     # Autoregressive: frame 2 sees the input, frame 0 and the previous frame 1.
     assert run_json["context"] == [["input0"], ["input0", "frame0"], ["input0", "frame0", "frame1"]]
     sheet = Image.open(a / "contact_sheet.png")

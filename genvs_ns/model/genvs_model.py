@@ -114,11 +114,11 @@ class GeNVSModelConfig(ModelConfig):
     render_source_view: int = 64
     """... and its source view (view index; the first view where it does not exist)."""
     render_sample_steps: int = 25
-    """Denoiser steps (Heun) of the ``sample`` output in ns-render / ns-viewer (0: NeRF outputs only)."""
+    """Denoiser steps (default sampler) of the ``sample`` output in ns-render / ns-viewer (0: NeRF outputs only)."""
     render_seed: int = 0
     """Seed of the ``sample`` output in ns-render / ns-viewer (the same for every frame)."""
     eval_all_sample_steps: int = 25
-    """Denoiser steps (Heun) for the diffusion samples that ns-eval scores (0: NeRF metrics only)."""
+    """Denoiser steps (default sampler) for the diffusion samples that ns-eval scores (0: NeRF metrics only)."""
 
 
 def _area_resize(images: Float[Tensor, "b c H W"], hw: tuple[int, int]) -> Float[Tensor, "b c h w"]:

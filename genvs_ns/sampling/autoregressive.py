@@ -17,6 +17,7 @@ from torch import Tensor
 
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
+from genvs_ns.sampling import DEFAULT_SAMPLER
 
 
 @dataclass
@@ -33,7 +34,7 @@ class ContextPolicy:
 
 @dataclass
 class SampleSettings:
-    sampler: str = "heun"
+    sampler: str = DEFAULT_SAMPLER
     steps: int = 25
     churn: float = 0.0
     guidance_scale: float = 1.0

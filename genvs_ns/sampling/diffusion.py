@@ -15,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from genvs_ns.model.denoiser import ConditionedDenoiser
+from genvs_ns.sampling import DEFAULT_SAMPLER
 
 SAMPLERS = sorted(name[len("sample_") :] for name in dir(K.sampling) if name.startswith("sample_"))
 
@@ -55,7 +56,7 @@ def sample(
     denoiser: ConditionedDenoiser,
     cond: Float[Tensor, "batch C H W"],
     steps: int = 25,
-    sampler: str = "heun",
+    sampler: str = DEFAULT_SAMPLER,
     churn: float = 0.0,
     guidance_scale: float = 1.0,
     generator: torch.Generator | None = None,

@@ -11,6 +11,7 @@ import torch
 import tyro
 from torchvision.utils import save_image
 
+from genvs_ns.sampling import DEFAULT_SAMPLER
 from genvs_ns.scripts.checkpoint import load_pipeline
 
 
@@ -24,7 +25,7 @@ class ContactSheetArgs:
     """Where to write the PNG."""
     num_rows: int = 6
     """Held-out (object, target view) pairs to show."""
-    sampler: str = "heun"
+    sampler: str = DEFAULT_SAMPLER
     """k-diffusion sampler name (euler, euler_ancestral, heun, dpmpp_2m, dpmpp_sde, ...)."""
     steps: int = 25
     """Denoiser steps."""

@@ -16,6 +16,7 @@ from torchvision.utils import save_image
 
 from genvs_ns.data.images import load_rgb
 from genvs_ns.model.geometry import intrinsics_matrix
+from genvs_ns.sampling import DEFAULT_SAMPLER
 from genvs_ns.sampling.trajectories import Trajectory, from_spherical, look_at, nearest_first, orbit
 from genvs_ns.scripts.checkpoint import check_config, load_model, load_pipeline
 from genvs_ns.video import write_video
@@ -49,7 +50,7 @@ class SampleArgs:
     """spiral or circle around the object starting at the input camera, or the data set's own views of the object."""
     num_frames: int = 24
     """Frames to generate."""
-    sampler: str = "heun"
+    sampler: str = DEFAULT_SAMPLER
     """k-diffusion sampler: euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral, lms, dpmpp_2m, dpmpp_sde, ..."""
     steps: int = 25
     """Denoiser steps per frame."""
