@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -100,3 +101,24 @@ def test_sample_own_image_without_the_training_data(tiny_run, toy32, tmp_path):
     # Data set objects do need the data: one line says which folder is missing.
     res = run(BIN / "genvs-sample", "--load-config", config, "--output-dir", tmp_path / "obj", *FAST)
     assert res.returncode != 0 and "Traceback" not in res.stderr and f"{toy32.name}-not-here" in res.stderr
+
+
+def test_relative_data_is_found_from_another_working_directory(toy32, tmp_path, monkeypatch):
+    """ns-train --data D (relative) records D relative to where it ran; loading from elsewhere still finds it."""
+    from genvs_ns.config import genvs_tiny_trainer
+    from genvs_ns.scripts.checkpoint import locate_data
+
+    work = tmp_path / "work"
+    run_dir = work / "outputs" / "e" / "genvs-tiny" / "t"
+    run_dir.mkdir(parents=True)
+    (work / "data").symlink_to(toy32, target_is_directory=True)
+    config = genvs_tiny_trainer()
+    config.output_dir, config.experiment_name, config.timestamp = Path("outputs"), "e", "t"
+    config.pipeline.datamanager.data = Path("data")
+    monkeypatch.chdir(tmp_path)  # not where training ran
+    locate_data(config, Path("work/outputs/e/genvs-tiny/t/config.yml"))
+    assert config.pipeline.datamanager.data == work.resolve() / "data"
+    # Nothing there: left as it was, for the data parser's one-line error.
+    config.pipeline.datamanager.data = Path("elsewhere")
+    locate_data(config, run_dir / "config.yml")
+    assert config.pipeline.datamanager.data == Path("elsewhere")

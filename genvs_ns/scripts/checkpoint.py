@@ -28,6 +28,22 @@ def check_config(config_path: Path) -> Path:
     return checkpoint_dir
 
 
+def locate_data(config, config_path: Path) -> None:
+    """A relative ``--data`` is relative to the folder ns-train ran in, which may not be today's working directory:
+    that folder is where the run folder's relative path (output_dir/experiment/method/timestamp) starts."""
+    dm = config.pipeline.datamanager
+    data = Path(dm.data) if dm.data is not None else None
+    if data is None or data.is_absolute() or data.exists():
+        return
+    run_dir = Path(config_path).resolve().parent
+    relative_run = Path(config.output_dir) / config.experiment_name / config.method_name / config.timestamp
+    if relative_run.is_absolute() or len(run_dir.parts) <= len(relative_run.parts):
+        return
+    training_dir = run_dir.parents[len(relative_run.parts) - 1]
+    if training_dir / relative_run == run_dir and (training_dir / data).exists():
+        dm.data = training_dir / data
+
+
 def load_pipeline(config_path: Path, test_mode: Literal["test", "val", "inference"] = "test") -> GeNVSPipeline:
     """The pipeline of ``config_path`` (an ns-train ``config.yml``) with its latest checkpoint, on CUDA if present."""
     config_path = Path(config_path)
@@ -40,6 +56,7 @@ def load_pipeline(config_path: Path, test_mode: Literal["test", "val", "inferenc
         # nerfstudio looks for checkpoints relative to the folder training ran in; these sit next to the config.
         config.relative_model_dir = checkpoint_dir  # an absolute path wins in pathlib's join
         config.pipeline.model.backbone_weights = None  # the checkpoint holds the weights; the file may be elsewhere
+        locate_data(config, config_path)
         return config
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode=test_mode, update_config_callback=beside_the_config)
