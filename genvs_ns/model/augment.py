@@ -8,7 +8,9 @@ the conditioning), so the transforms are drawn here the way k-diffusion draws th
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 
 import torch
 import torch.nn.functional as F
@@ -57,9 +59,7 @@ def draw_augmentation(
         translate2d(trans * width * a6, trans * height * a7),
         translate2d(-width / 2 + 0.5, -height / 2 + 0.5),
     ]
-    mat = mats[0]
-    for m in mats[1:]:
-        mat = mat @ m
+    mat = functools.reduce(operator.matmul, mats)
     cond = torch.stack([a0, a1, a2, a3.cos() - 1, a3.sin(), a5 * a4.cos(), a5 * a4.sin(), a6, a7])
     return mat, cond
 

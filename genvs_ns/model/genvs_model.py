@@ -387,14 +387,14 @@ class GeNVSModel(Model):
         split = str(self.viewer_split.value)
         ds = self._conditioning_datasets[split]
         obj = int(self.viewer_object.value)
-        if clamp and not 0 <= obj < ds.num_objects:
+        if not 0 <= obj < ds.num_objects:
+            if not clamp:
+                raise SystemExit(
+                    f"genvs-ns: error: object {obj} out of range: the {split} split has {ds.num_objects} objects "
+                    f"(0-{ds.num_objects - 1})"
+                )
             obj = min(max(obj, 0), ds.num_objects - 1)
             self.viewer_object.value = obj
-        if not 0 <= obj < ds.num_objects:
-            raise SystemExit(
-                f"genvs-ns: error: object {obj} out of range: the {split} split has {ds.num_objects} objects "
-                f"(0-{ds.num_objects - 1})"
-            )
         return split, ds.view_image(obj, int(self.viewer_source_view.value))
 
     def _select_training_image(self, image_index: int) -> None:
