@@ -120,7 +120,9 @@ def field_render() -> dict:
     torch.manual_seed(0)
     B, V, C, D, hw, rays, coarse, fine = 1, 3, 16, 64, 64, 64 * 64, 64, 64
     field = FrustumField(C, 64, 3, 16, "torch", colour_inputs=True)  # as the model builds it (rgb_skip)
-    volumes = torch.randn(B, V, C, D, hw, hw, requires_grad=True)
+    # Laid out as GeNVSNetwork.encode lays them out (channels-last).
+    volumes = torch.randn(B * V, C, D, hw, hw).contiguous(memory_format=torch.channels_last_3d)
+    volumes = volumes.view(B, V, C, D, hw, hw).requires_grad_()
     positions = random_camera_positions(np.random.default_rng(0), V + 1)
     cams = np.stack([look_at_c2w_opencv(p) @ np.diag([1, -1, -1, 1]) for p in positions])
     c2w = torch.tensor(cams[:, :3], dtype=torch.float32)

@@ -100,6 +100,9 @@ class GeNVSNetwork(nn.Module):
             # features, the colour was lost in them.
             rgb = F.adaptive_avg_pool2d(images.flatten(0, 1), volumes.shape[-2:])[:, :, None]
             volumes = torch.cat([rgb.expand(-1, -1, volumes.shape[2], -1, -1), volumes], dim=1)
+        # Channels-last puts a voxel's C features side by side: the field's grid_sample forward+backward is a third
+        # faster on the CPU. Done once here rather than at every lookup (coarse, fine, each chunk and aux render).
+        volumes = volumes.contiguous(memory_format=torch.channels_last_3d)
         return Conditioning(volumes.view(B, V, *volumes.shape[1:]), c2w, K, tuple(images.shape[-2:]))
 
     def render(
