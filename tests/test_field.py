@@ -1,4 +1,5 @@
-"""The field's volume lookup: the CPU path that splits points among threads must equal one batched grid_sample."""
+"""The field's volume lookup: the CPU kernels must equal grid_sample (align_corners=False, zero padding), averaged
+over views, in values and in gradients."""
 
 from __future__ import annotations
 
@@ -6,32 +7,66 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genvs_ns.model.field import _sample_volumes
+from genvs_ns.model.trilinear import trilinear_mean
 
 
-@pytest.mark.parametrize("volumes, points", [(1, 1001), (3, 4097)])
-def test_points_split_among_threads_match_batched_grid_sample(monkeypatch, volumes, points):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    batch_sizes = []
-    grid_sample = F.grid_sample
+def _reference(volumes: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    B, V, C, D, h, w = volumes.shape
+    grid = coords.reshape(B * V, -1, 1, 1, 3)
+    out = F.grid_sample(volumes.reshape(B * V, C, D, h, w), grid, padding_mode="zeros", align_corners=False)
+    return out.view(B, V, C, -1).mean(dim=1).transpose(1, 2)
 
-    def spy(input, grid, **kwargs):
-        batch_sizes.append(input.shape[0])
-        return grid_sample(input, grid, **kwargs)
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch, views, channels_last", [(1, 1, True), (1, 3, True), (2, 2, False), (3, 3, True)])
+def test_cpu_kernels_match_grid_sample(threads, batch, views, channels_last):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
-        vol = torch.randn(volumes, 4, 5, 6, 7, requires_grad=True)
-        grid = torch.rand(volumes, points, 3) * 2.4 - 1.2  # some points outside the volume
-        ref = F.grid_sample(vol, grid[:, :, None, None], align_corners=False).view(volumes, 4, points)
+        C, D, h, w, n = 16, 5, 6, 7, 1001
+        volumes = torch.randn(batch * views, C, D, h, w)
+        if channels_last:  # as GeNVSNetwork.encode lays them out
+            volumes = volumes.contiguous(memory_format=torch.channels_last_3d)
+        volumes = volumes.view(batch, views, C, D, h, w).requires_grad_()
+        # Some points outside the volume, some exactly on its faces, and those world_to_frustum marks as behind.
+        coords = torch.rand(batch, views, n, 3) * 2.4 - 1.2
+        coords[:, :, :20] = torch.tensor([1.0, -1.0, 0.0])
+        coords[0, 0, 20:30] = 2.0
+        out = trilinear_mean(volumes, coords)
+        ref = _reference(volumes, coords)
         weights = torch.randn_like(ref)
-        (ref_grad,) = torch.autograd.grad((ref * weights).sum(), vol)
-        monkeypatch.setattr(F, "grid_sample", spy)
-        out = _sample_volumes(vol, grid)
-        (out_grad,) = torch.autograd.grad((out * weights).sum(), vol)
+        (grad,) = torch.autograd.grad((out * weights).sum(), volumes)
+        (ref_grad,) = torch.autograd.grad((ref * weights).sum(), volumes)
     finally:
-        torch.set_num_threads(threads)
-    assert batch_sizes == [2] * volumes  # one call per volume, its points split in two
+        torch.set_num_threads(previous)
+    assert out.shape == (batch, n, C)
+    assert ref.abs().sum() > 0 and ref_grad.abs().sum() > 0
     torch.testing.assert_close(out, ref)
-    torch.testing.assert_close(out_grad, ref_grad)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+def test_non_finite_points_are_empty_space():
+    volumes = torch.randn(1, 2, 16, 4, 4, 4)
+    coords = torch.zeros(1, 2, 3, 3)
+    coords[0, 0, 0] = float("nan")
+    coords[0, 1, 1] = float("inf")
+    coords[0, :, 2] = -float("inf")
+    out = trilinear_mean(volumes, coords)
+    centre = _reference(volumes, torch.zeros(1, 2, 1, 3))[0, 0]
+    torch.testing.assert_close(out[0, 0], _reference(volumes[:, 1:], torch.zeros(1, 1, 1, 3))[0, 0] / 2)
+    torch.testing.assert_close(out[0, 1], _reference(volumes[:, :1], torch.zeros(1, 1, 1, 3))[0, 0] / 2)
+    assert torch.equal(out[0, 2], torch.zeros(16))
+    assert not torch.equal(centre, torch.zeros(16))
+
+
+def test_other_dtypes_take_grid_sample():
+    torch.manual_seed(0)
+    volumes = torch.randn(2, 3, 4, 5, 6, 7, dtype=torch.float64)
+    coords = torch.rand(2, 3, 50, 3, dtype=torch.float64) * 2 - 1
+    torch.testing.assert_close(trilinear_mean(volumes, coords), _reference(volumes, coords))
+
+
+def test_gradients_for_points_are_refused():
+    with pytest.raises(ValueError, match="points"):
+        trilinear_mean(torch.randn(1, 1, 2, 3, 3, 3), torch.zeros(1, 1, 4, 3, requires_grad=True))

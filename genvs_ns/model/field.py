@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.mlp import MLP
 from torch import Tensor, nn
 
 from genvs_ns.model.geometry import world_to_frustum
-
-
-def _sample_volumes(volumes: Float[Tensor, "n C D h w"], grid: Float[Tensor, "n p 3"]) -> Float[Tensor, "n C p"]:
-    """Trilinear lookup of each volume's points, zero outside.
-
-    PyTorch's CPU grid_sample parallelises over the batch only: 3 volumes on 2 threads keep one thread idle a third of
-    the time, and 1 volume (a single source view) runs on one thread. So on the CPU, unless the volumes divide evenly
-    among the threads, each volume's points are split among the threads, the volume expanded rather than copied:
-    paper-size field+render (3 views, 2 threads) forward+backward got 15-20% faster. With many volumes (genvs-tiny's
-    batches) one call per volume costs more than the imbalance, so the batched call stays.
-    """
-    n, p = grid.shape[:2]
-    threads = torch.get_num_threads()
-    if volumes.device.type != "cpu" or n % threads == 0 or n >= 2 * threads or p < threads:
-        return F.grid_sample(volumes, grid[:, :, None, None], padding_mode="zeros", align_corners=False).view(n, -1, p)
-    pad = -p % threads
-    # Padding points lie outside every volume (normalised coordinates beyond 1) and are cut off again below.
-    grid = F.pad(grid, (0, 0, 0, pad), value=2.0).view(n, threads, -1, 1, 1, 3)
-    parts = [
-        F.grid_sample(volumes[i : i + 1].expand(threads, -1, -1, -1, -1), grid[i], align_corners=False)
-        for i in range(n)
-    ]
-    return torch.stack(parts).transpose(1, 2).reshape(n, volumes.shape[1], -1)[..., :p]
+from genvs_ns.model.trilinear import trilinear_mean
 
 
 class FrustumField(nn.Module):
@@ -77,12 +54,9 @@ class FrustumField(nn.Module):
         far: float,
     ) -> Float[Tensor, "batch n C"]:
         """Trilinear features of each point in every source volume (zero outside a frustum), averaged over views."""
-        B, V, C, D, h, w = volumes.shape
+        B, V = volumes.shape[:2]
         coords = world_to_frustum(points[:, None].expand(B, V, *points.shape[1:]), c2w, K, image_hw, near, far)
-        grid = coords.reshape(B * V, -1, 3).to(volumes.dtype)
-        # A no-op for volumes from GeNVSNetwork.encode, which lays them out channels-last (see there).
-        volumes = volumes.reshape(B * V, C, D, h, w).contiguous(memory_format=torch.channels_last_3d)
-        return _sample_volumes(volumes, grid).view(B, V, C, -1).mean(dim=1).transpose(1, 2)
+        return trilinear_mean(volumes, coords)
 
     def forward(self, features: Float[Tensor, "*batch C"]) -> tuple[Float[Tensor, "*batch"], Float[Tensor, "*batch L"]]:
         out = self.mlp(features).float()
