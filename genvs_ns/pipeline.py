@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from genvs_ns.data.datamanager import GeNVSDataManager, GeNVSDataManagerConfig
 from genvs_ns.metrics import perceptual_metrics
-from genvs_ns.model.genvs_model import GeNVSModel, GeNVSModelConfig
+from genvs_ns.model.genvs_model import GeNVSModel, GeNVSModelConfig, apply_cpu_settings
 from genvs_ns.sampling.trajectories import estimate_up
 
 
@@ -47,6 +47,8 @@ class GeNVSPipeline(VanillaPipeline):
         Pipeline.__init__(self)
         self.config = config
         self.test_mode = test_mode
+        if torch.device(device).type == "cpu":
+            apply_cpu_settings(config.model)
         self.datamanager = config.datamanager.setup(
             device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank
         )

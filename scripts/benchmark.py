@@ -3,8 +3,8 @@
     .venv/bin/python scripts/benchmark.py                 # everything (several minutes on 2 cores)
     .venv/bin/python scripts/benchmark.py --only matmul denoiser
 
-Each case runs in its own process so that its peak RSS is its own, with freed memory kept for reuse as the model keeps
-it on the CPU (genvs_ns/cpu_memory.py). Numbers:
+Each case runs in its own process so that its peak RSS is its own, with freed memory kept for reuse and denormals
+flushed, as the pipeline sets them on the CPU (genvs_ns/cpu_runtime.py). Numbers:
 - matmul: fp32 and bf16 GFLOP/s of a 2048^3 matmul (the machine's ceiling for the rest);
 - train_step_tiny / train_step_paper: median seconds of a full training step (forward, backward, optimizer) after
   warm-up, and peak RSS, for genvs-tiny at its default batch and for genvs (paper sizes) at batch 1, 3 views, 128 px;
@@ -207,9 +207,11 @@ def main() -> None:
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        from genvs_ns.cpu_memory import reuse_freed_memory
+        from genvs_ns.cpu_runtime import flush_denormals, reuse_freed_memory
 
-        reuse_freed_memory()  # as the model does on the CPU, for every case alike
+        # As the pipeline does on the CPU, for every case alike (before any worker thread starts).
+        reuse_freed_memory()
+        flush_denormals()
         print(json.dumps(globals()[args.case]()))
         return
     results = {}

@@ -16,12 +16,13 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerDropdown, ViewerNumber
 from torch import Tensor
 from torch.nn import Parameter
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from genvs_ns.cpu_memory import reuse_freed_memory
+from genvs_ns.cpu_runtime import flush_denormals, reuse_freed_memory
 from genvs_ns.model.augment import augment_jointly
 from genvs_ns.model.geometry import image_rays, intrinsics_matrix
 from genvs_ns.model.network import Conditioning, GeNVSNetwork, NetworkSizes
@@ -88,7 +89,10 @@ class GeNVSModelConfig(ModelConfig):
     """Run the encoder, field MLP and U-Net under bf16 autocast (compositing stays fp32)."""
     cpu_reuse_freed_memory: bool = True
     """On the CPU (glibc), keep freed memory for reuse rather than returning it to the OS: large activations otherwise
-    page-fault in again every step (genvs-tiny step 0.49 -> 0.45 s on 2 cores). Process-wide; see cpu_memory.py."""
+    page-fault in again every step (genvs-tiny step 0.49 -> 0.45 s on 2 cores). Process-wide; see cpu_runtime.py."""
+    cpu_flush_denormals: bool = True
+    """On the CPU, flush denormal floats to zero: Adam's second moments of tiny gradients turn denormal and slowed the
+    genvs-tiny step from 0.37 to 0.45-0.50 s after about 550 steps. Process-wide; see cpu_runtime.py."""
     # Losses.
     diffusion_loss_mult: float = 1.0
     """Weight of the denoising loss."""
@@ -125,6 +129,18 @@ class GeNVSModelConfig(ModelConfig):
     """Denoiser steps (default sampler) for the diffusion samples that ns-eval scores (0: NeRF metrics only)."""
 
 
+def apply_cpu_settings(config: GeNVSModelConfig) -> None:
+    """The config's process-wide CPU settings (cpu_runtime.py). Denormal flushing only reaches threads started after
+    it, so the pipeline applies them before it builds anything; the model again for itself (sampling scripts)."""
+    if config.cpu_reuse_freed_memory:
+        reuse_freed_memory()
+    if config.cpu_flush_denormals and not flush_denormals():
+        CONSOLE.print(
+            "[yellow]genvs-ns: denormal floats are not flushed to zero on every CPU thread (the threads started "
+            "earlier); training may slow down once Adam's state turns denormal"
+        )
+
+
 def _area_resize(images: Float[Tensor, "b c H W"], hw: tuple[int, int]) -> Float[Tensor, "b c h w"]:
     return images if tuple(images.shape[-2:]) == tuple(hw) else F.adaptive_avg_pool2d(images, hw)
 
@@ -152,8 +168,8 @@ class GeNVSModel(Model):
         self.register_buffer("image_size", torch.tensor(metadata.get("image_hw", (0, 0)), dtype=torch.long))
         self.register_buffer("world_up", torch.tensor(metadata.get("world_up", (0.0, 0.0, 1.0)), dtype=torch.float32))
         c = self.config
-        if c.cpu_reuse_freed_memory and torch.device(self.kwargs.get("device", "cpu")).type == "cpu":
-            reuse_freed_memory()
+        if torch.device(self.kwargs.get("device", "cpu")).type == "cpu":
+            apply_cpu_settings(c)
         sizes = NetworkSizes(
             volume_channels=c.volume_channels,
             volume_depth=c.volume_depth,

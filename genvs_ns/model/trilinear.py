@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-# numba's default (workqueue) threading layer must not be entered from two threads at once; the viewer renders in a
-# thread of its own.
+# numba runs the kernel on its OpenMP layer where it finds one (here), else on its workqueue layer, which must not be
+# entered from two threads at once: the viewer renders in a thread of its own.
 _kernel_lock = threading.Lock()
 
 
