@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.genvs-installed
 DEMO_DIR ?= outputs/demo
-# About 0.45 s a step on 2 CPU cores: the whole demo takes 12 minutes (at most 15).
+# About 0.41 s a step on 2 CPU cores: the whole demo takes 12 minutes (at most 15).
 DEMO_STEPS ?= 1600
 
 .PHONY: demo test lint venv clean-demo
