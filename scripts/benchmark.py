@@ -9,7 +9,8 @@ flushed, as the pipeline sets them on the CPU (genvs_ns/cpu_runtime.py). Numbers
 - train_step_tiny / train_step_paper: median seconds of a full training step (forward, backward, optimizer) after
   warm-up, and peak RSS, for genvs-tiny at its default batch and for genvs (paper sizes) at batch 1, 3 views, 128 px;
 - field_render: samples/s through field + renderer, forward and backward, at the paper field size, with the MLP's
-  FLOP/s as a fraction of the measured fp32 matmul rate; beside it the MLP alone on as many points (its ceiling);
+  FLOP/s as a fraction of the measured fp32 matmul rate; beside it the MLP alone and the volume lookup alone on as
+  many points, and the time the whole would have to take to reach half the fp32 matmul rate;
 - denoiser: denoiser evaluations/s (batch 1, no grad) of the tiny U-Net at 64 px and the paper U-Net at 128 px.
 """
 
@@ -149,6 +150,18 @@ def field_render() -> dict:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             density, latent = field(feats)
         (density.sum() + latent.sum()).backward()
+
+    # As many ray samples as field_render looks up (stratified along the same rays), through the lookup alone.
+    depths = (torch.arange(coarse + fine) + torch.rand(rays, coarse + fine)) / (coarse + fine) * (1.8 - 0.8) + 0.8
+    points = (origins[0, :, None] + directions[0, :, None] * depths[..., None]).reshape(B, -1, 3)
+
+    def lookup_alone() -> None:
+        field.lookup(volumes, points, c2w[None, :V], K[None, :V], (128, 128), 0.8, 1.8).sum().backward()
+
+    lookup_s = statistics.median(_timeit(lookup_alone, 1, 3))
+    result["lookup_alone_seconds"] = round(lookup_s, 3)
+    # What the whole of field_render may take to reach half the fp32 matmul rate.
+    result["seconds_at_half_of_fp32_matmul"] = round(3 * mlp_flops * samples / (0.5 * rates["fp32_gflops"] * 1e9), 3)
 
     # Both precisions are measured against the fp32 matmul rate (the issue's yardstick); bf16 autocast is what the
     # model runs.
