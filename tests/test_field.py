@@ -46,17 +46,18 @@ def test_cpu_kernels_match_grid_sample(threads, batch, views, channels_last):
     torch.testing.assert_close(grad, ref_grad)
 
 
-def test_non_finite_points_are_empty_space():
+def test_non_finite_and_far_points_are_empty_space():
     volumes = torch.randn(1, 2, 16, 4, 4, 4)
-    coords = torch.zeros(1, 2, 3, 3)
+    coords = torch.zeros(1, 2, 4, 3)
     coords[0, 0, 0] = float("nan")
     coords[0, 1, 1] = float("inf")
     coords[0, :, 2] = -float("inf")
+    coords[0, :, 3] = 1e30  # beyond any integer voxel index
     out = trilinear_mean(volumes, coords)
     centre = _reference(volumes, torch.zeros(1, 2, 1, 3))[0, 0]
     torch.testing.assert_close(out[0, 0], _reference(volumes[:, 1:], torch.zeros(1, 1, 1, 3))[0, 0] / 2)
     torch.testing.assert_close(out[0, 1], _reference(volumes[:, :1], torch.zeros(1, 1, 1, 3))[0, 0] / 2)
-    assert torch.equal(out[0, 2], torch.zeros(16))
+    assert torch.equal(out[0, 2:], torch.zeros(2, 16))
     assert not torch.equal(centre, torch.zeros(16))
 
 

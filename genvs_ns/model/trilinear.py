@@ -25,9 +25,12 @@ from torch import Tensor
 # numba runs the kernel on its OpenMP layer where it finds one (here), else on its workqueue layer, which must not be
 # entered from two threads at once: the viewer renders in a thread of its own.
 _kernel_lock = threading.Lock()
+# fastmath without its no-NaN/no-inf assumptions: the test that keeps NaN and far-away points out of the volumes must
+# not be optimised away (their indices would then address memory outside it).
+_FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=_FASTMATH, cache=True)
 def _corners(xyz, D: int, H: int, W: int):  # pragma: no cover - compiled
     """The 8 trilinear corners of normalised (x, y, z) (align_corners=False) as flat voxel indices into D*H*W and
     weights; corners outside the volume get weight 0 (and a valid index). False where none is inside (and for NaN)."""
@@ -62,7 +65,7 @@ def _corners(xyz, D: int, H: int, W: int):  # pragma: no cover - compiled
     return inside, voxels, weights
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _kernel(volumes, coords, features, shape, views, threads, backward):  # pragma: no cover - compiled
     """Forward: ``features`` [B, N, C] = the view-averaged trilinear lookups of ``coords`` [B*V, N, 3] in ``volumes``
     [1, B*V, D*H*W, C]. Backward: ``features`` holds their gradient, scattered into ``volumes``, which are then zeroed
