@@ -33,8 +33,8 @@ print(json.dumps({"before": before, "applied": applied, "after": faults_per_cycl
 """
 
 
-def _probe(code: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+def _probe(code: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -45,6 +45,38 @@ def test_large_allocations_reuse_freed_pages_instead_of_faulting_them_in():
     assert r["before"] > 0.9 * pages  # glibc's default: every cycle faults all of its pages in again
     assert r["applied"]
     assert r["after"] < 0.05 * pages
+
+
+_ARENA_PROBE = """
+import ctypes, ctypes.util, json, sys, threading, torch
+from genvs_ns.cpu_runtime import reuse_freed_memory
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.open_memstream.restype = ctypes.c_void_p
+
+def malloc_arenas():
+    buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+    stream = ctypes.c_void_p(libc.open_memstream(ctypes.byref(buf), ctypes.byref(size)))
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    return buf.value.decode().count("<heap nr=")
+
+applied = reuse_freed_memory() if sys.argv[1] == "on" else None
+torch.set_num_threads(2)
+# What a training process does besides its main thread: PyTorch's worker threads and a Python thread (a writer).
+thread = threading.Thread(target=lambda: torch.ones(2**20) * 2)
+thread.start()
+thread.join()
+torch.randn(1024, 1024) @ torch.randn(1024, 1024)
+print(json.dumps({"applied": applied, "arenas": malloc_arenas()}))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
+def test_all_threads_share_one_malloc_arena_so_memory_freed_in_one_serves_all():
+    assert _probe(_ARENA_PROBE, "on") == {"applied": True, "arenas": 1}
+    # Control: glibc's default gives the other threads arenas of their own.
+    assert _probe(_ARENA_PROBE, "off")["arenas"] > 1
 
 
 _DENORMAL_LATE = """
@@ -97,12 +129,6 @@ def test_the_pipeline_flushes_denormals_before_setting_up_starts_the_threads(tmp
     # Enough cameras (3600) that the datamanager's setup runs parallel operations, starting PyTorch's worker threads.
     generate(tmp_path, num_objects=150, num_views=24, resolution=16, seed=0)
 
-    def probe(setting: str) -> dict:
-        out = subprocess.run(
-            [sys.executable, "-c", _PIPELINE, str(tmp_path), setting], capture_output=True, text=True, check=True
-        )
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    assert probe("on")["flushed"]
+    assert _probe(_PIPELINE, str(tmp_path), "on")["flushed"]
     # Control: without the pipeline's early call, flushing once it is set up comes too late for the worker threads.
-    assert probe("off") == {"flushed": False, "flushed_when_set_now": False}
+    assert _probe(_PIPELINE, str(tmp_path), "off") == {"flushed": False, "flushed_when_set_now": False}
