@@ -32,8 +32,21 @@ def test_batches_hold_distinct_views_of_one_object_each(toy32):
             assert all(int(ds.object_index[v]) == obj for v in views)
             assert len(set(views + [target])) == V + 1
             torch.testing.assert_close(batch["target_image"][b], ds.image(target))
-        assert len(ds._cache) <= 5  # lazily loaded, never more than the bound in RAM
+        assert len(ds._slots) <= 5  # lazily loaded, never more than the bound in RAM
     assert counts == {1, 2, 3}
+
+
+def test_cached_images_are_the_decoded_files_after_slots_are_reused(toy32):
+    from genvs_ns.data.images import load_rgb
+
+    ds = _dm(toy32, image_cache_size=3).train_dataset
+    order = [0, 1, 2, 0, 3, 4, 0, 5, 1, 2, 0]  # least recently used out first: every slot is reused
+    for idx in order:
+        expected = torch.from_numpy(load_rgb(ds._dataparser_outputs.image_filenames[idx])).permute(2, 0, 1)
+        assert torch.equal(ds.image(idx), expected)
+        assert torch.equal(ds.image(idx), expected)  # the cached copy
+    assert list(ds._slots) == [1, 2, 0] and sorted(ds._slots.values()) == [0, 1, 2]
+    assert ds._block.shape == (3, 3, 32, 32) and ds._block.dtype == torch.uint8
 
 
 def test_eval_pairs_are_fixed_held_out_and_use_the_protocol_source_view(toy32):

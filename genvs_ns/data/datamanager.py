@@ -37,7 +37,8 @@ class GeNVSDataManagerConfig(VanillaDataManagerConfig):
     max_source_views: int = 3
     """Most source views of an object in a batch."""
     image_cache_size: int = 4096
-    """Decoded images kept in RAM per dataset (least recently used go first); images load lazily from disk."""
+    """Decoded images kept in RAM per dataset, as uint8 (48 KiB each at 128 px; least recently used go first; 0: none).
+    Images load lazily from disk."""
     eval_num_objects: int = 8
     """Held-out objects used for evaluation (the first N by id): bounds evaluation time."""
     eval_num_target_views: int = 4

@@ -22,8 +22,8 @@ def image_size(path: Path, verify: bool = True) -> tuple[int, int]:
     return size
 
 
-def load_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Float32 [H, W, 3] in [0, 1]. RGBA is composited on white, as SRN's background is white.
+def load_rgb_uint8(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Uint8 [H, W, 3]. RGBA is composited on white, as SRN's background is white.
 
     ``size`` (width, height) resizes with an area filter, which is exact averaging for integer downscale factors.
     """
@@ -37,6 +37,11 @@ def load_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
             im = im.convert("RGB")
             if size is not None and im.size != tuple(size):
                 im = im.resize(tuple(size), Image.Resampling.BOX)
-            return np.asarray(im, dtype=np.float32) / 255.0
+            return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(path, f"unreadable or truncated image ({exc})") from None
+
+
+def load_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Float32 [H, W, 3] in [0, 1]: ``load_rgb_uint8`` / 255."""
+    return load_rgb_uint8(path, size).astype(np.float32) / 255.0
