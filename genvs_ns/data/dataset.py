@@ -19,8 +19,8 @@ from genvs_ns.model.geometry import intrinsics_matrix
 class SRNDataset(InputDataset):
     """Never holds the whole data set: at most ``cache_size`` decoded images stay in RAM (least recently used).
 
-    The cache is one uint8 block of ``cache_size`` slots, allocated at the first image; its pages become resident
-    only as slots fill. Cached in allocations of their own, made one by one while training, the images were small
+    The cache is one uint8 block of ``cache_size`` slots, allocated with the dataset; its pages become resident only
+    as slots fill. Cached in allocations of their own, made one by one while training, the images were small
     long-lived blocks scattered through the heap between the step's large activations, and, with freed memory kept
     for reuse (cpu_runtime.py), the heap fragmented: ns-train genvs-tiny grew from 1.9 GB to 4.6 GB over the demo's
     1600 steps, and stayed at 1.9 GB with no cache at all."""
@@ -29,7 +29,8 @@ class SRNDataset(InputDataset):
         super().__init__(dataparser_outputs, scale_factor)
         self.cache_size = cache_size
         self._slots: OrderedDict[int, int] = OrderedDict()  # image index -> slot of _block, oldest use first
-        self._block: Tensor | None = None
+        size = (int(self.cameras.height.max()), int(self.cameras.width.max()))
+        self._block = torch.empty(max(cache_size, 0), 3, *size, dtype=torch.uint8)
         self.object_index = self.metadata["object_index"]
         self.view_index = self.metadata["view_index"]
         self.num_objects = len(self.metadata["object_ids"])
@@ -60,9 +61,6 @@ class SRNDataset(InputDataset):
         pixels = pixels.permute(2, 0, 1)
         if self.cache_size <= 0:
             return pixels.float() / 255.0
-        if self._block is None:
-            size = (int(self.cameras.height.max()), int(self.cameras.width.max()))
-            self._block = torch.empty(self.cache_size, 3, *size, dtype=torch.uint8)
         if len(self._slots) < self.cache_size:
             slot = len(self._slots)
         else:
