@@ -99,3 +99,27 @@ def test_volumes_carry_source_colours_and_field_rgb_starts_from_them(toy32):
     features = cond.volumes[0, 0].flatten(1).T  # one feature vector per voxel
     _, latent = net.field(features)
     assert torch.allclose(latent[:, :3], features[:, :3].clamp(0.02, 0.98), atol=1e-5)
+
+
+def test_noise_draws_denoise_each_render_several_times(toy32, monkeypatch):
+    """noise_draws: the denoiser sees every target (and its one rendered feature image) with several noise levels."""
+    pipeline, _ = _setup(toy32)
+    model = pipeline.model
+    model.config.noise_draws = 3
+    denoiser, seen = model.net.denoiser, {}
+    real_loss = denoiser.loss
+
+    def recording_loss(x0, sigma, cond, uncond, aug_cond=None):
+        seen.update(x0=x0, sigma=sigma, cond=cond)
+        return real_loss(x0, sigma, cond, uncond, aug_cond)
+
+    monkeypatch.setattr(denoiser, "loss", recording_loss)
+    batch, _ = pipeline.datamanager.next_train(0)
+    outputs = model(batch)
+    B = batch["target_image"].shape[0]
+    assert seen["x0"].shape[0] == seen["sigma"].shape[0] == 3 * B
+    for k in range(3):
+        torch.testing.assert_close(seen["x0"][k * B : (k + 1) * B], batch["target_image"] * 2 - 1)
+    assert len(set(seen["sigma"].tolist())) == 3 * B
+    model.get_loss_dict(outputs, batch)["diffusion_loss"].backward()
+    assert all(p.grad is not None for p in model.net.field.parameters())

@@ -29,12 +29,12 @@ class SRNDataParserConfig(DataParserConfig):
     _target: Type = field(default_factory=lambda: SRNDataParser)
     data: Path = Path("data/srn_cars")
     """Root holding ``cars_train`` / ``cars_val`` / ``cars_test`` (or ``chairs_*``), a split folder, or an instance."""
-    category: Literal["auto", "cars", "chairs"] = "auto"
+    category: Literal["auto", "cars", "chairs", "mixed"] = "auto"
     """Object category; ``auto`` reads it from the folder names. Chooses the default near/far."""
     near: float | None = None
-    """Near plane of every camera; default per category (cars 0.8, chairs 1.25)."""
+    """Near plane of every camera; default per category (cars and toy mixed 0.8, chairs 1.25)."""
     far: float | None = None
-    """Far plane of every camera; default per category (cars 1.8, chairs 2.75)."""
+    """Far plane of every camera; default per category (cars and toy mixed 1.8, chairs 2.75)."""
     downscale_factor: int = 1
     """Integer factor to shrink images by on load (e.g. 2 turns 128 px into 64 px); intrinsics are rescaled."""
     verify_images: bool = True

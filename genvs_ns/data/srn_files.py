@@ -22,8 +22,8 @@ SPLITS: tuple[Split, ...] = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # "cars_train", "chairs_val", and the nested "chairs_2.0_train" of some chairs copies.
 SPLIT_DIR_RE = re.compile(r"^(?P<category>[A-Za-z]+)(?:_[\d.]+)?_(?P<split>train|val|test)$")
-# pixelNeRF's near/far per category.
-NEAR_FAR = {"cars": (0.8, 1.8), "chairs": (1.25, 2.75)}
+# pixelNeRF's near/far per category; "mixed" is genvs-toy-data --kind mixed, framed like the toy cars.
+NEAR_FAR = {"cars": (0.8, 1.8), "chairs": (1.25, 2.75), "mixed": (0.8, 1.8)}
 VAL_FRACTION = 0.1
 # OpenCV camera axes (x right, y down, z forward) -> OpenGL / nerfstudio axes (x right, y up, z back).
 CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])

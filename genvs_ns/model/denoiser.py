@@ -81,6 +81,14 @@ class ConditionedDenoiser(nn.Module):
         rgb = cond[:, :3].detach() * 2 - 1
         return rgb * (1 - uncond.to(rgb.dtype))[:, None, None, None]
 
+    def prior_mean(
+        self, cond: Float[Tensor, "batch C H W"], uncond: Float[Tensor, " batch"]
+    ) -> Float[Tensor, "batch 3 H W"] | float:
+        """Where sampling starts, before the noise: the data's mean at the largest noise level. For the residual that
+        is the rendered RGB, not 0: started from pure noise at a moderate sigma_max, the render's offset (up to 2 in
+        these units) would be a shift the U-Net never saw in training."""
+        return self._base(cond, uncond)
+
     def loss(
         self,
         x0: Float[Tensor, "batch 3 H W"],

@@ -59,7 +59,8 @@ class FrustumField(nn.Module):
         return trilinear_mean(volumes, coords)
 
     def forward(self, features: Float[Tensor, "*batch C"]) -> tuple[Float[Tensor, "*batch"], Float[Tensor, "*batch L"]]:
-        out = self.mlp(features).float()
+        # tiny-cuda-nn takes shape[0] as the batch and checks shape[1] against its input width: only 2-D input works.
+        out = self.mlp(features.reshape(-1, features.shape[-1])).float().view(*features.shape[:-1], -1)
         # Shifted so an untrained field starts mostly transparent rather than a fog filling the frustum.
         density = trunc_exp(out[..., 0] - 1.0)
         rgb_logit = out[..., 1:4]

@@ -77,6 +77,8 @@ class GeNVSModelConfig(ModelConfig):
     """Mean of log(sigma) during training (EDM: -1.2; GeNVS re-implementations train faster with more noise)."""
     noise_std: float = 1.4
     """Standard deviation of log(sigma) during training."""
+    noise_draws: int = 1
+    """Noise levels and noises drawn per rendered target in a training step (the denoising loss averages them)."""
     uncond_prob: float = 0.1
     """Probability that the conditioning is replaced by noise (flagged to the U-Net) for classifier-free guidance."""
     denoise_residual: bool = False
@@ -143,6 +145,13 @@ def apply_cpu_settings(config: GeNVSModelConfig) -> None:
 
 def _area_resize(images: Float[Tensor, "b c H W"], hw: tuple[int, int]) -> Float[Tensor, "b c h w"]:
     return images if tuple(images.shape[-2:]) == tuple(hw) else F.adaptive_avg_pool2d(images, hw)
+
+
+def _binary_cross_entropy(p: Tensor, target: Tensor) -> Tensor:
+    """BCE of probabilities written out in fp32: CUDA autocast refuses ``F.binary_cross_entropy`` (nerfstudio runs the
+    loss under autocast with ``--mixed-precision True``), and the accumulation is a probability, not a logit."""
+    p, target = p.float(), target.float()
+    return -(target * torch.log(p) + (1 - target) * torch.log1p(-p)).mean()
 
 
 def _foreground(images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b 1 H W"]:
@@ -281,9 +290,15 @@ class GeNVSModel(Model):
         if net.denoiser.augment:
             # Non-leaking: the U-Net is told which transform moved target and conditioning; sampling uses none.
             (x0, cond_image), aug_cond = augment_jointly([x0, cond_image], c.augment_prob)
-        uncond = (torch.rand(B, device=tgt.device) < c.uncond_prob).float()
+        # Several noise draws per rendered feature image: the encoder and the render are paid once per object, the
+        # small U-Net once per draw.
+        draws = c.noise_draws
+        if draws > 1:
+            x0, cond_image = x0.repeat(draws, 1, 1, 1), cond_image.repeat(draws, 1, 1, 1)
+            aug_cond = aug_cond.repeat(draws, 1) if aug_cond is not None else None
+        uncond = (torch.rand(B * draws, device=tgt.device) < c.uncond_prob).float()
         cond_image = torch.where(uncond[:, None, None, None] > 0, torch.randn_like(cond_image), cond_image)
-        sigma = K.utils.rand_log_normal([B], loc=c.noise_mean, scale=c.noise_std, device=tgt.device)
+        sigma = K.utils.rand_log_normal([B * draws], loc=c.noise_mean, scale=c.noise_std, device=tgt.device)
         with self._autocast():
             diffusion = net.denoiser.loss(x0, sigma, cond_image, uncond, aug_cond).float()
 
@@ -331,7 +346,7 @@ class GeNVSModel(Model):
             "diffusion_loss": c.diffusion_loss_mult * outputs["diffusion"].mean(),
             "rgb_loss": c.rgb_loss_mult * F.mse_loss(outputs["rgb"], gt),
             "source_rgb_loss": c.source_rgb_loss_mult * F.mse_loss(outputs["source_rgb"], outputs["source_rgb_gt"]),
-            "opacity_loss": c.opacity_loss_mult * F.binary_cross_entropy(acc, fg),
+            "opacity_loss": c.opacity_loss_mult * _binary_cross_entropy(acc, fg),
             "depth_prior_loss": c.depth_prior_mult * (far_off * fg).sum() / fg.sum().clamp_min(1.0),
         }
         if "other_depth" in outputs:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
-from genvs_ns.sampling import DEFAULT_SAMPLER
+from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
 
 
 @dataclass
@@ -38,6 +38,7 @@ class SampleSettings:
     steps: int = 25
     churn: float = 0.0
     guidance_scale: float = 1.0
+    eta: float = DEFAULT_ETA
 
 
 @dataclass
@@ -105,6 +106,7 @@ def generate_path(
             conditioning=Conditioning.cat(views),
             sampler=settings.sampler,
             churn=settings.churn,
+            eta=settings.eta,
             guidance_scale=settings.guidance_scale,
             callback=callback,
         )

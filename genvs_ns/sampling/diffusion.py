@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from genvs_ns.model.denoiser import ConditionedDenoiser
-from genvs_ns.sampling import DEFAULT_SAMPLER
+from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
 
 SAMPLERS = sorted(name[len("sample_") :] for name in dir(K.sampling) if name.startswith("sample_"))
 
@@ -63,6 +63,8 @@ def sample(
     callback: Callable | None = None,
     disable: bool = True,
     rho: float = 7.0,
+    sigma_max: float | None = None,
+    eta: float = DEFAULT_ETA,
 ) -> Float[Tensor, "batch 3 H W"]:
     """Images in [0, 1] from the denoiser conditioned on upsampled feature images ``cond``.
 
@@ -70,21 +72,27 @@ def sample(
     stochastic steps comes from ``generator``, so a seed fixes the result.
     """
     device = cond.device
-    sigmas = K.sampling.get_sigmas_karras(steps, denoiser.sigma_min, denoiser.sigma_max, rho=rho, device=device)
+    sigma_max = denoiser.sigma_max if sigma_max is None else sigma_max
+    sigmas = K.sampling.get_sigmas_karras(steps, denoiser.sigma_min, sigma_max, rho=rho, device=device)
     shape = (cond.shape[0], 3, *cond.shape[-2:])
-    x = torch.randn(shape, generator=generator, device=device) * sigmas[0]
+    uncond = torch.full((cond.shape[0],), float(guidance_scale == 0.0), device=device)
+    start = denoiser.prior_mean(cond, uncond)
+    x = start + torch.randn(shape, generator=generator, device=device) * sigmas[0]
     uncond_cond = torch.randn(cond.shape, generator=generator, device=device)
     fn = get_sampler(sampler)
     kwargs = {}
     params = inspect.signature(fn).parameters
     if "s_churn" in params:
         kwargs["s_churn"] = churn
+    if "eta" in params:
+        kwargs["eta"] = eta
     if "noise_sampler" in params and generator is not None:
         # Stochastic samplers draw their own noise; route it through the generator for reproducibility.
         kwargs["noise_sampler"] = lambda sigma, sigma_next: torch.randn(shape, generator=generator, device=device)
     elif churn > 0 and generator is not None:
         # euler/heun with churn call torch.randn_like: seed the global generator from ours.
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        # The draw stays on the generator's device: a CUDA generator cannot drive a CPU randint.
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device)))
     model = GuidedDenoiser(denoiser, guidance_scale)
     extra_args = {"cond": cond, "uncond_cond": uncond_cond}
     x0 = fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **kwargs)

@@ -44,8 +44,11 @@ def locate_data(config, config_path: Path) -> None:
         dm.data = training_dir / data
 
 
-def load_pipeline(config_path: Path, test_mode: Literal["test", "val", "inference"] = "test") -> GeNVSPipeline:
-    """The pipeline of ``config_path`` (an ns-train ``config.yml``) with its latest checkpoint, on CUDA if present."""
+def load_pipeline(
+    config_path: Path, test_mode: Literal["test", "val", "inference"] = "test", data: Path | None = None
+) -> GeNVSPipeline:
+    """The pipeline of ``config_path`` (an ns-train ``config.yml``) with its latest checkpoint, on CUDA if present;
+    ``data`` replaces the training run's data set (to evaluate on objects of another kind)."""
     config_path = Path(config_path)
     checkpoint_dir = check_config(config_path)
     from nerfstudio.utils.eval_utils import eval_setup
@@ -56,7 +59,10 @@ def load_pipeline(config_path: Path, test_mode: Literal["test", "val", "inferenc
         # nerfstudio looks for checkpoints relative to the folder training ran in; these sit next to the config.
         config.relative_model_dir = checkpoint_dir  # an absolute path wins in pathlib's join
         config.pipeline.model.backbone_weights = None  # the checkpoint holds the weights; the file may be elsewhere
-        locate_data(config, config_path)
+        if data is not None:
+            config.pipeline.datamanager.data = Path(data)
+        else:
+            locate_data(config, config_path)
         return config
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode=test_mode, update_config_callback=beside_the_config)

@@ -11,7 +11,7 @@ import torch
 import tyro
 from torchvision.utils import save_image
 
-from genvs_ns.sampling import DEFAULT_SAMPLER
+from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
 from genvs_ns.scripts.checkpoint import load_pipeline
 
 
@@ -31,6 +31,8 @@ class ContactSheetArgs:
     """Denoiser steps."""
     churn: float = 0.0
     """EDM S_churn (stochasticity) for samplers that take it."""
+    eta: float = DEFAULT_ETA
+    """Ancestral samplers' eta (0 deterministic, 1 DDPM-like, 2 re-noises each step fully)."""
     seed: int = 0
     """Same seed, same samples."""
 
@@ -47,7 +49,7 @@ def main(args: ContactSheetArgs) -> dict:
         batch = dm.eval_batch([pair])
         out = pipeline.model.render_views(
             batch["source_images"], batch["source_c2w"], batch["source_K"], batch["target_c2w"], batch["target_K"],
-            sample_steps=args.steps, generator=generator, sampler=args.sampler, churn=args.churn,
+            sample_steps=args.steps, generator=generator, sampler=args.sampler, churn=args.churn, eta=args.eta,
         )  # fmt: skip
         metrics, _ = pipeline.model.get_image_metrics_and_images(out, batch)
         psnr.append(metrics)

@@ -16,7 +16,7 @@ from torchvision.utils import save_image
 
 from genvs_ns.data.images import load_rgb
 from genvs_ns.model.geometry import intrinsics_matrix
-from genvs_ns.sampling import DEFAULT_SAMPLER
+from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
 from genvs_ns.sampling.trajectories import Trajectory, from_spherical, look_at, nearest_first, orbit
 from genvs_ns.scripts.checkpoint import check_config, load_model, load_pipeline
 from genvs_ns.video import write_video
@@ -56,6 +56,9 @@ class SampleArgs:
     """Denoiser steps per frame."""
     churn: float = 0.0
     """EDM S_churn for the samplers that take it (euler, heun, dpm_2); > 0 makes them stochastic."""
+    eta: float = DEFAULT_ETA
+    """Ancestral samplers' (euler_ancestral, dpmpp_2s_ancestral, ...) share of each step re-noised: 0 deterministic,
+    1 DDPM-like; the re-noise is capped at the next noise level, which eta 2 reaches on a 25-step schedule."""
     guidance_scale: float = 1.0
     """Classifier-free guidance (1: plain conditional; > 1 follows the rendered features harder)."""
     unconditional: bool = False
@@ -142,7 +145,8 @@ def main(args: SampleArgs) -> dict:
         target_c2w = orbit(input_c2w[0], up, args.num_frames, kind=args.trajectory)
         target_K = input_K[:1].expand(len(target_c2w), 3, 3)
 
-    settings = SampleSettings(args.sampler, args.steps, args.churn, 0.0 if args.unconditional else args.guidance_scale)
+    guidance = 0.0 if args.unconditional else args.guidance_scale
+    settings = SampleSettings(args.sampler, args.steps, args.churn, guidance, args.eta)
     policy = ContextPolicy(args.autoregressive, args.max_earlier_frames)
     start = time.perf_counter()
     with Progress(

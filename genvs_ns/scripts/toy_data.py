@@ -1,4 +1,4 @@
-"""``genvs-toy-data``: write procedural car-like objects in the SRN layout."""
+"""``genvs-toy-data``: write procedural toy objects (cars, or mixed chairs, tables, rings, lamps, mugs) as SRN."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
@@ -14,7 +15,7 @@ from genvs_ns.data.toy import generate
 
 @dataclass
 class ToyDataArgs:
-    """Procedural SRN-layout toy cars: OUT/cars_train, OUT/cars_val, OUT/cars_test (80/10/10 of the objects)."""
+    """Procedural SRN-layout toy objects: OUT/{kind}_train, _val, _test (80/10/10 of the objects)."""
 
     out: tyro.conf.Positional[Path]
     """Output folder (created; existing object folders make it fail rather than be overwritten)."""
@@ -28,17 +29,27 @@ class ToyDataArgs:
     """Same seed, byte-identical files."""
     depth: bool = False
     """Also write depth/<view>.npy (float32 z-depth, 0 on background) for geometry tests."""
+    kind: Literal["cars", "mixed"] = "cars"
+    """cars: body, cabin, four wheels. mixed: each object a chair, table, ring, lamp or mug."""
 
 
 def main(args: ToyDataArgs) -> None:
     start = time.perf_counter()
     try:
-        counts = generate(args.out, args.num_objects, args.num_views, args.resolution, args.seed, args.depth)
+        counts = generate(
+            args.out, args.num_objects, args.num_views, args.resolution, args.seed, args.depth, kind=args.kind
+        )
     except FileExistsError as exc:
         raise SystemExit(f"genvs-toy-data: error: {exc.filename}: already exists; choose a new output folder") from None
     except ValueError as exc:
         raise SystemExit(f"genvs-toy-data: error: {exc}") from None
-    summary = {"out": str(args.out), "objects": counts, "views": args.num_views, "resolution": args.resolution}
+    summary = {
+        "out": str(args.out),
+        "kind": args.kind,
+        "objects": counts,
+        "views": args.num_views,
+        "resolution": args.resolution,
+    }
     summary["seconds"] = round(time.perf_counter() - start, 2)
     print(json.dumps(summary))
 

@@ -1,0 +1,266 @@
+"""Sample quality of a genvs checkpoint on held-out objects; prints (and writes) one JSON object.
+
+    .venv/bin/python scripts/quality.py --load-config outputs/demo/runs/demo/genvs-tiny/run/config.yml
+    .venv/bin/python scripts/quality.py --load-config CFG --data outputs/mixed --output q.json --sheet q.png
+
+Outputs scored against the ground truth (genvs_ns/quality.py: full frame and object crop, gradient-energy ratio):
+- ``nerf``: the feature field's RGB at the target view, conditioned on the input view;
+- ``sample``: the diffusion sample (default sampler, seeded);
+- ``autoregressive``: a path along the data set's own views of each object (nearest the input first), every frame
+  conditioned on the input, earlier frames and the previous one; PSNR of its first and last thirds, beside the NeRF
+  RGB conditioned on those generated frames and the NeRF RGB conditioned on the input alone;
+- ``denoiser_by_sigma`` (``--sigma-sweep``): MSE (in [0, 1] image units) of the denoiser's one-step estimate of the
+  target at fixed noise levels, beside the render's own MSE (the estimate "the sample is the render");
+- ``trajectory`` (``--trajectory``): per sampler step, the denoised estimate's crop PSNR and gradient-energy ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import tyro
+from torchvision.utils import save_image
+
+from genvs_ns.quality import image_scores, summarise, thirds
+from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
+from genvs_ns.scripts.checkpoint import load_pipeline
+
+SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0)
+
+
+@dataclass
+class QualityArgs:
+    load_config: Path
+    """config.yml written by ns-train."""
+    data: Path | None = None
+    """Evaluate on this data set instead of the run's own (e.g. mixed toy objects for a model trained on cars)."""
+    objects: int = 16
+    """Held-out objects (the first N of the split)."""
+    views_per_object: int = 2
+    """Target views per object, evenly spread over its views (the input view excluded)."""
+    autoregressive_objects: int = 4
+    """Objects whose whole view set is generated autoregressively (0: none)."""
+    autoregressive_frames: int = 23
+    """Frames of each autoregressive path."""
+    sampler: str = DEFAULT_SAMPLER
+    """k-diffusion sampler."""
+    steps: int = 25
+    """Denoiser steps per sample."""
+    churn: float = 0.0
+    """EDM S_churn for the samplers that take it."""
+    sigma_max: float | None = None
+    """Largest noise level of the sampler (default: the denoiser JSON's)."""
+    eta: float = DEFAULT_ETA
+    """Ancestral samplers' eta (0 deterministic, 1 DDPM-like; larger re-noises more of each step, capped there)."""
+    seed: int = 0
+    """Same seed, same noise."""
+    weights: Literal["ema", "raw"] = "ema"
+    """The EMA weights (as genvs-sample and ns-eval use) or the last trained weights (to check the EMA)."""
+    batch_size: int = 8
+    """Pairs sampled at once."""
+    sigma_sweep: bool = True
+    """Also measure the denoiser's one-step error at fixed noise levels."""
+    trajectory: bool = True
+    """Also score the denoised estimate at every sampler step."""
+    output: Path | None = None
+    """Also write the JSON here."""
+    sheet: Path | None = None
+    """A contact sheet (input | truth | NeRF RGB | sample, one pair per row, the first 8 pairs)."""
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def _pairs(ds, objects: int, per_object: int) -> list[tuple[int, int, int]]:
+    pairs = []
+    for obj in range(min(objects, ds.num_objects)):
+        source = ds.view_image(obj, 64)
+        others = [i for i in ds.object_images[obj] if i != source]
+        picks = torch.linspace(0, len(others) - 1, min(per_object, len(others))).round().long().unique().tolist()
+        pairs += [(obj, source, others[p]) for p in picks]
+    return pairs
+
+
+@torch.no_grad()
+def main(args: QualityArgs) -> dict:
+    from genvs_ns.sampling.autoregressive import ContextPolicy, SampleSettings, generate_path
+    from genvs_ns.sampling.trajectories import nearest_first
+
+    start = time.perf_counter()
+    pipeline = load_pipeline(args.load_config, test_mode="test", data=args.data)
+    pipeline.eval()
+    model, dm = pipeline.model, pipeline.datamanager
+    if args.weights == "raw":
+        model.ema = model.net  # every sampling path reads model.ema
+    ds = dm.eval_dataset
+    pairs = _pairs(ds, args.objects, args.views_per_object)
+    generator = torch.Generator(device=model.device).manual_seed(args.seed)
+    scores: dict[str, list[dict]] = {"nerf": [], "sample": []}
+    sweep = {s: {"denoiser": 0.0, "render": 0.0} for s in SIGMAS}
+    steps_seen: list[list[dict]] = []
+    rows = []
+    for b in range(0, len(pairs), args.batch_size):
+        batch = dm.eval_batch(pairs[b : b + args.batch_size])
+        truth = batch["target_image"]
+        per_step: list[dict] = []
+
+        def callback(info: dict, per_step: list = per_step, truth: torch.Tensor = truth) -> None:
+            denoised = ((info["denoised"].float() + 1) / 2).clamp(0, 1)
+            scores_now = [image_scores(d, t) for d, t in zip(denoised, truth)]
+            per_step.append({"sigma": float(info["sigma"].flatten()[0]), "scores": scores_now})
+
+        out = model.render_views(
+            batch["source_images"], batch["source_c2w"], batch["source_K"], batch["target_c2w"], batch["target_K"],
+            sample_steps=args.steps, generator=generator, sampler=args.sampler, churn=args.churn,
+            sigma_max=args.sigma_max, eta=args.eta, callback=callback if args.trajectory else None,
+        )  # fmt: skip
+        steps_seen.append(per_step)
+        for i in range(len(truth)):
+            scores["nerf"].append(image_scores(out["rgb"][i], truth[i]))
+            scores["sample"].append(image_scores(out["sample"][i], truth[i]))
+            if len(rows) < 8:
+                rows.append(torch.cat([batch["source_images"][i, 0], truth[i], out["rgb"][i], out["sample"][i]], -1))
+        if args.sigma_sweep:
+            _sigma_sweep(model, batch, out["features"], sweep, args.seed + b)
+
+    result: dict = {
+        "checkpoint": str(args.load_config),
+        "data": str(args.data or dm.config.data),
+        "commit": _commit(),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
+        "pairs": len(pairs),
+    }
+    result.update({name: summarise(s).as_dict() for name, s in scores.items()})
+    if args.sigma_sweep:
+        res = sweep.pop("residual")
+        result["residual"] = {
+            "rms": round((res["sum_sq"] / res["count"]) ** 0.5, 4),
+            "fraction_below_0.04": round(res["near_zero"] / res["count"], 4),
+            "sigma_data": model.ema.denoiser.sigma_data,
+        }
+        result["denoiser_by_sigma"] = [
+            {
+                "sigma": s,
+                "denoiser_mse": round(v["denoiser"] / len(pairs), 5),
+                "render_mse": round(v["render"] / len(pairs), 5),
+            }
+            for s, v in sweep.items()
+        ]
+    if args.trajectory and steps_seen:
+        result["trajectory"] = []
+        for k in range(len(steps_seen[0])):
+            at_k = [sc for per_step in steps_seen for sc in per_step[k]["scores"]]
+            summary = summarise(at_k)
+            result["trajectory"].append(
+                {
+                    "step": k,
+                    "sigma": round(steps_seen[0][k]["sigma"], 4),
+                    "crop_psnr": round(summary.crop_psnr, 3),
+                    "gradient_ratio": round(summary.gradient_ratio, 3),
+                }
+            )
+    if args.autoregressive_objects > 0:
+        settings = SampleSettings(args.sampler, args.steps, args.churn, 1.0, args.eta)
+        result["autoregressive"] = _autoregressive(
+            model, ds, args, settings, ContextPolicy(), generate_path, nearest_first
+        )
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    if args.sheet is not None and rows:
+        args.sheet.parent.mkdir(parents=True, exist_ok=True)
+        save_image(torch.stack(rows).cpu(), args.sheet, nrow=1, padding=1, pad_value=1.0)
+    return result
+
+
+def _sigma_sweep(model, batch: dict, features: torch.Tensor, sweep: dict, seed: int) -> None:
+    """Adds the batch's summed per-image MSEs at each noise level (the same noise for every level and model)."""
+    net = model.ema
+    H, W = batch["target_image"].shape[-2:]
+    cond = net.upsample(features, (H, W))
+    x0 = batch["target_image"] * 2 - 1
+    render = cond[:, :3].float().clamp(0, 1)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0.device)
+    render_mse = ((render - batch["target_image"]) ** 2).flatten(1).mean(1).sum()
+    # What the residual denoiser denoises, in its [-1, 1] units (compare with the JSON's sigma_data).
+    residual = 2 * (batch["target_image"] - render)
+    sweep.setdefault("residual", {"sum_sq": 0.0, "count": 0, "near_zero": 0})
+    sweep["residual"]["sum_sq"] += float((residual**2).sum())
+    sweep["residual"]["count"] += residual.numel()
+    sweep["residual"]["near_zero"] += int((residual.abs() < 0.04).sum())
+    for s in SIGMAS:
+        sigma = torch.full((len(x0),), s, device=x0.device)
+        with model._autocast():
+            denoised = net.denoiser(x0 + s * noise, sigma, cond).float()
+        estimate = ((denoised + 1) / 2).clamp(0, 1)
+        sweep[s]["denoiser"] += float(((estimate - batch["target_image"]) ** 2).flatten(1).mean(1).sum())
+        sweep[s]["render"] += float(render_mse)
+
+
+def _autoregressive(model, ds, args: QualityArgs, settings, policy, generate_path, nearest_first) -> dict:
+    sample_psnr, ar_nerf_psnr, input_nerf_psnr = [], [], []
+    summaries = {"sample": [], "nerf_autoregressive": [], "nerf_input_only": []}
+    for obj in range(min(args.autoregressive_objects, ds.num_objects)):
+        source = ds.view_image(obj, 64)
+        others = [i for i in ds.object_images[obj] if i != source]
+        order = nearest_first(ds.c2w[source], ds.c2w[others], args.autoregressive_frames)
+        targets = [others[k] for k in order]
+        truth = torch.stack([ds.image(i) for i in targets])
+        image = ds.image(source)[None]
+        path = generate_path(
+            model, image, ds.c2w[[source]], ds.K[[source]], ds.c2w[targets], ds.K[targets], settings, policy,
+            seed=args.seed + obj,
+        )  # fmt: skip
+        device = model.device
+        plain = model.render_views(
+            image[None].expand(len(targets), -1, -1, -1, -1).to(device),
+            ds.c2w[[source]][None].expand(len(targets), -1, -1, -1).to(device),
+            ds.K[[source]][None].expand(len(targets), -1, -1, -1).to(device),
+            ds.c2w[targets].to(device),
+            ds.K[targets].to(device),
+        )["rgb"].cpu()
+        for name, frames, per_frame in [
+            ("sample", path.samples, sample_psnr),
+            ("nerf_autoregressive", path.nerf_rgb, ar_nerf_psnr),
+            ("nerf_input_only", plain, input_nerf_psnr),
+        ]:
+            s = [image_scores(f, t) for f, t in zip(frames, truth)]
+            summaries[name] += s
+            per_frame.append([x["psnr"] for x in s])
+
+    def mean_thirds(per_object: list[list[float]]) -> dict:
+        firsts, lasts = zip(*(thirds(v) for v in per_object))
+        return {
+            "first_third_psnr": round(sum(firsts) / len(firsts), 3),
+            "last_third_psnr": round(sum(lasts) / len(lasts), 3),
+        }
+
+    return {
+        "objects": len(sample_psnr),
+        "frames": args.autoregressive_frames,
+        **{name: {**summarise(s).as_dict(), **mean_thirds(p)} for (name, s), p in zip(
+            summaries.items(), [sample_psnr, ar_nerf_psnr, input_nerf_psnr]
+        )},
+    }  # fmt: skip
+
+
+def entrypoint() -> None:
+    args = tyro.cli(QualityArgs)
+    result = main(args)
+    text = json.dumps(result, indent=1)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    entrypoint()
