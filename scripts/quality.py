@@ -16,8 +16,10 @@ Outputs scored against the ground truth (genvs_ns/quality.py: full frame and obj
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ import torch
 import tyro
 from torchvision.utils import save_image
 
+from genvs_ns.data.datamanager import evaluation_pairs
 from genvs_ns.quality import image_scores, summarise, thirds
 from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
 from genvs_ns.scripts.checkpoint import load_pipeline
@@ -81,29 +84,20 @@ def _commit() -> str:
         return ""
 
 
-def _pairs(ds, objects: int, per_object: int) -> list[tuple[int, int, int]]:
-    pairs = []
-    for obj in range(min(objects, ds.num_objects)):
-        source = ds.view_image(obj, 64)
-        others = [i for i in ds.object_images[obj] if i != source]
-        picks = torch.linspace(0, len(others) - 1, min(per_object, len(others))).round().long().unique().tolist()
-        pairs += [(obj, source, others[p]) for p in picks]
-    return pairs
-
-
 @torch.no_grad()
 def main(args: QualityArgs) -> dict:
     from genvs_ns.sampling.autoregressive import ContextPolicy, SampleSettings, generate_path
     from genvs_ns.sampling.trajectories import nearest_first
 
     start = time.perf_counter()
-    pipeline = load_pipeline(args.load_config, test_mode="test", data=args.data)
+    with contextlib.redirect_stdout(sys.stderr):  # nerfstudio's loading messages: stdout carries only the JSON
+        pipeline = load_pipeline(args.load_config, test_mode="test", data=args.data)
     pipeline.eval()
     model, dm = pipeline.model, pipeline.datamanager
     if args.weights == "raw":
         model.ema = model.net  # every sampling path reads model.ema
     ds = dm.eval_dataset
-    pairs = _pairs(ds, args.objects, args.views_per_object)
+    pairs = evaluation_pairs(ds, args.objects, args.views_per_object)
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
     scores: dict[str, list[dict]] = {"nerf": [], "sample": []}
     sweep = {s: {"denoiser": 0.0, "render": 0.0} for s in SIGMAS}

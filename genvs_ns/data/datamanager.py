@@ -49,6 +49,20 @@ class GeNVSDataManagerConfig(VanillaDataManagerConfig):
     """Seed of the training sampler (offset by the DDP rank)."""
 
 
+def evaluation_pairs(
+    ds: SRNDataset, num_objects: int, views_per_object: int, source_view: int = 64
+) -> list[tuple[int, int, int]]:
+    """(object, source image, target image) for the first ``num_objects`` objects: view ``source_view`` (else the
+    object's first) as the source, and ``views_per_object`` targets spread evenly over the object's other views."""
+    pairs = []
+    for obj in range(min(num_objects, ds.num_objects)):
+        source = ds.view_image(obj, source_view)
+        others = [i for i in ds.object_images[obj] if i != source]
+        picks = np.linspace(0, len(others) - 1, min(views_per_object, len(others))).round()
+        pairs += [(obj, source, others[int(p)]) for p in picks]
+    return pairs
+
+
 class GeNVSDataManager(VanillaDataManager[SRNDataset]):
     config: GeNVSDataManagerConfig
     train_dataset: SRNDataset
@@ -84,13 +98,9 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
 
     def setup_eval(self) -> None:
         ds = self.eval_dataset
-        self.eval_pairs: list[tuple[int, int, int]] = []  # (object, source image, target image)
-        for obj in range(min(self.config.eval_num_objects, ds.num_objects)):
-            images = ds.object_images[obj]
-            source = ds.view_image(obj, self.config.eval_source_view)
-            others = [i for i in images if i != source]
-            picks = np.linspace(0, len(others) - 1, min(self.config.eval_num_target_views, len(others))).round()
-            self.eval_pairs += [(obj, source, others[int(p)]) for p in picks]
+        self.eval_pairs = evaluation_pairs(
+            ds, self.config.eval_num_objects, self.config.eval_num_target_views, self.config.eval_source_view
+        )
         # nerfstudio's tools (ns-render spiral) read start cameras here; it loads images one at a time.
         self.eval_dataloader = FixedIndicesEvalDataloader(input_dataset=ds, device=self.device)
 

@@ -73,21 +73,17 @@ class ConditionedDenoiser(nn.Module):
             kwargs["aug_cond"] = aug_cond if aug_cond is not None else cond.new_zeros(cond.shape[0], AUG_DIM)
         return kwargs
 
-    def _base(self, cond: Tensor, uncond: Tensor) -> Tensor | float:
-        """What the U-Net's output is added to: the rendered RGB in [-1, 1] (zero for unconditional evaluations)."""
+    def prior_mean(
+        self, cond: Float[Tensor, "batch C H W"], uncond: Float[Tensor, " batch"]
+    ) -> Float[Tensor, "batch 3 H W"] | float:
+        """What the U-Net's output is added to, and where sampling starts before the noise: the rendered RGB in
+        [-1, 1] (zero for unconditional evaluations and without ``residual``). Started from pure noise at a moderate
+        sigma_max instead, the render's offset (up to 2 in these units) would be a shift never seen in training."""
         if not self.residual:
             return 0.0
         # A fixed shift, not a path for gradients: the renderer learns through unet_cond and its own RGB losses.
         rgb = cond[:, :3].detach() * 2 - 1
         return rgb * (1 - uncond.to(rgb.dtype))[:, None, None, None]
-
-    def prior_mean(
-        self, cond: Float[Tensor, "batch C H W"], uncond: Float[Tensor, " batch"]
-    ) -> Float[Tensor, "batch 3 H W"] | float:
-        """Where sampling starts, before the noise: the data's mean at the largest noise level. For the residual that
-        is the rendered RGB, not 0: started from pure noise at a moderate sigma_max, the render's offset (up to 2 in
-        these units) would be a shift the U-Net never saw in training."""
-        return self._base(cond, uncond)
 
     def loss(
         self,
@@ -98,7 +94,7 @@ class ConditionedDenoiser(nn.Module):
         aug_cond: Float[Tensor, "batch 9"] | None = None,
     ) -> Float[Tensor, " batch"]:
         noise = torch.randn_like(x0)
-        base = self._base(cond, uncond)
+        base = self.prior_mean(cond, uncond)
         return self.denoiser.loss(x0 - base, noise, sigma, **self._kwargs(cond, uncond, aug_cond))
 
     def forward(
@@ -111,5 +107,5 @@ class ConditionedDenoiser(nn.Module):
         """The denoised estimate of x at noise level sigma (k-diffusion's model interface)."""
         if uncond is None:
             uncond = torch.zeros(x.shape[0], device=x.device)
-        base = self._base(cond, uncond)
+        base = self.prior_mean(cond, uncond)
         return base + self.denoiser(x - base, sigma, **self._kwargs(cond, uncond, None))

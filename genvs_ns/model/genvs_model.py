@@ -27,9 +27,8 @@ from genvs_ns.model.augment import augment_jointly
 from genvs_ns.model.geometry import image_rays, intrinsics_matrix
 from genvs_ns.model.network import Conditioning, GeNVSNetwork, NetworkSizes
 from genvs_ns.model.renderer import RenderSettings
+from genvs_ns.quality import foreground
 from genvs_ns.sampling.diffusion import sample
-
-WHITE_THRESHOLD = 0.99  # SRN foreground: pixels that are not (almost) pure white
 
 
 @dataclass
@@ -145,17 +144,6 @@ def apply_cpu_settings(config: GeNVSModelConfig) -> None:
 
 def _area_resize(images: Float[Tensor, "b c H W"], hw: tuple[int, int]) -> Float[Tensor, "b c h w"]:
     return images if tuple(images.shape[-2:]) == tuple(hw) else F.adaptive_avg_pool2d(images, hw)
-
-
-def _binary_cross_entropy(p: Tensor, target: Tensor) -> Tensor:
-    """BCE of probabilities written out in fp32: CUDA autocast refuses ``F.binary_cross_entropy`` (nerfstudio runs the
-    loss under autocast with ``--mixed-precision True``), and the accumulation is a probability, not a logit."""
-    p, target = p.float(), target.float()
-    return -(target * torch.log(p) + (1 - target) * torch.log1p(-p)).mean()
-
-
-def _foreground(images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b 1 H W"]:
-    return (images < WHITE_THRESHOLD).any(dim=1, keepdim=True).float()
 
 
 class GeNVSModel(Model):
@@ -335,7 +323,7 @@ class GeNVSModel(Model):
         tgt = batch["target_image"]
         hw = tuple(outputs["rgb"].shape[-2:])
         gt = _area_resize(tgt, hw)
-        fg = _area_resize(_foreground(tgt), hw)
+        fg = _area_resize(foreground(tgt), hw)
         acc = outputs["accumulation"].clamp(1e-4, 1 - 1e-4)
         # Depth prior: the ray's closest approach to the origin, where objects are centred.
         B = tgt.shape[0]
@@ -346,7 +334,9 @@ class GeNVSModel(Model):
             "diffusion_loss": c.diffusion_loss_mult * outputs["diffusion"].mean(),
             "rgb_loss": c.rgb_loss_mult * F.mse_loss(outputs["rgb"], gt),
             "source_rgb_loss": c.source_rgb_loss_mult * F.mse_loss(outputs["source_rgb"], outputs["source_rgb_gt"]),
-            "opacity_loss": c.opacity_loss_mult * _binary_cross_entropy(acc, fg),
+            # As logits: CUDA autocast refuses F.binary_cross_entropy (nerfstudio runs the losses under autocast with
+            # --mixed-precision True) and runs the logits form in fp32.
+            "opacity_loss": c.opacity_loss_mult * F.binary_cross_entropy_with_logits(torch.logit(acc.float()), fg),
             "depth_prior_loss": c.depth_prior_mult * (far_off * fg).sum() / fg.sum().clamp_min(1.0),
         }
         if "other_depth" in outputs:
