@@ -11,13 +11,13 @@ from typing import Type
 import torch
 from nerfstudio.configs.base_config import MachineConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig, OptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from genvs_ns.data.datamanager import GeNVSDataManagerConfig
 from genvs_ns.data.srn_dataparser import SRNDataParserConfig
 from genvs_ns.model.genvs_model import GeNVSModelConfig
 from genvs_ns.pipeline import GeNVSPipelineConfig
+from genvs_ns.trainer import GeNVSTrainerConfig
 from genvs_ns.video import ensure_ffmpeg_on_path
 
 # nerfstudio imports this module (method discovery) before ns-render checks for ffmpeg.
@@ -66,8 +66,8 @@ def _trainer(
     lr: float,
     datamanager: GeNVSDataManagerConfig,
     model: GeNVSModelConfig,
-) -> TrainerConfig:
-    return TrainerConfig(
+) -> GeNVSTrainerConfig:
+    return GeNVSTrainerConfig(
         method_name=method_name,
         max_num_iterations=max_num_iterations,
         steps_per_eval_batch=eval_every // 2,
@@ -84,7 +84,7 @@ def _trainer(
     )
 
 
-def genvs_trainer() -> TrainerConfig:
+def genvs_trainer() -> GeNVSTrainerConfig:
     """Paper sizes: 128 px images, 64x64 x 64-plane volumes, 64+64 samples, an 89M-parameter U-Net."""
     return _trainer(
         "genvs",
@@ -96,7 +96,7 @@ def genvs_trainer() -> TrainerConfig:
     )
 
 
-def genvs_tiny_trainer() -> TrainerConfig:
+def genvs_tiny_trainer() -> GeNVSTrainerConfig:
     """CPU preset: 64 px images, 32x32 x 16-plane volumes, 16+16 samples, a 3.6M-parameter U-Net."""
     return _trainer(
         "genvs-tiny",

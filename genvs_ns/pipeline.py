@@ -11,12 +11,14 @@ import torch
 import torch.distributed as dist
 import torchvision.utils as vutils
 from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from genvs_ns.data.datamanager import GeNVSDataManager, GeNVSDataManagerConfig
 from genvs_ns.metrics import perceptual_metrics
 from genvs_ns.model.genvs_model import GeNVSModel, GeNVSModelConfig, apply_cpu_settings
+from genvs_ns.sampling import default_sampling
 from genvs_ns.sampling.trajectories import estimate_up
 
 
@@ -45,6 +47,9 @@ class GeNVSPipeline(VanillaPipeline):
         grad_scaler: GradScaler | None = None,
     ):
         Pipeline.__init__(self)
+        if torch.device(device).type == "cuda" and torch.device(device).index is not None:
+            # NCCL collectives (the DDP broadcast, barriers) run on the current CUDA device: make it this rank's.
+            torch.cuda.set_device(torch.device(device))
         self.config = config
         self.test_mode = test_mode
         if torch.device(device).type == "cpu":
@@ -68,12 +73,13 @@ class GeNVSPipeline(VanillaPipeline):
         self.model.to(device)
         self.model.set_conditioning_datasets(self.datamanager.eval_dataset or train, train)
         self.world_size = world_size
+        self._said_skipped = False
+        self._ddp_device_ids = [local_rank] if torch.device(device).type == "cuda" else None
         if world_size > 1:
             # Unlike nerfstudio's default, no device_ids on the CPU (gloo), and every parameter must get a gradient
             # every step (find_unused_parameters=False turns a violation into an error instead of a silent cost).
-            device_ids = [local_rank] if torch.device(device).type == "cuda" else None
-            self._model = typing.cast(GeNVSModel, DDP(self._model, device_ids=device_ids))
-            dist.barrier()
+            self._model = typing.cast(GeNVSModel, DDP(self.model, device_ids=self._ddp_device_ids))
+            dist.barrier(device_ids=self._ddp_device_ids)
 
     @property
     def model(self) -> GeNVSModel:
@@ -84,6 +90,14 @@ class GeNVSPipeline(VanillaPipeline):
         outputs = self._model(batch)
         metrics = self.model.get_metrics_dict(outputs, batch)
         losses = self.model.get_loss_dict(outputs, batch, metrics)
+        # One host sync a step: a NaN or inf loss would otherwise train on silently into a NaN model, overwriting the
+        # good checkpoints one save interval later.
+        if not bool(torch.isfinite(sum(loss.detach() for loss in losses.values()))):
+            bad = {k: float(v) for k, v in losses.items() if not bool(torch.isfinite(v.detach()))}
+            raise SystemExit(
+                f"genvs-ns: error: step {step}: non-finite loss ({', '.join(f'{k} {v}' for k, v in bad.items())}); "
+                "stopped before the update, checkpoints so far are intact"
+            )
         return outputs, losses, metrics
 
     @torch.no_grad()
@@ -105,7 +119,7 @@ class GeNVSPipeline(VanillaPipeline):
             batch["source_K"],
             batch["target_c2w"],
             batch["target_K"],
-            sample_steps=sample_steps,
+            sampling=default_sampling(sample_steps),
             generator=generator,
         )
 
@@ -155,5 +169,14 @@ class GeNVSPipeline(VanillaPipeline):
         predictions = {"nerf": torch.cat(nerf)}
         if samples:
             predictions["sample"] = torch.cat(samples)
-        result.update(perceptual_metrics(predictions, torch.cat(targets)))
+        perceptual = perceptual_metrics(predictions, torch.cat(targets))
+        skipped = {k: v for k, v in perceptual.items() if isinstance(v, str)}
+        result.update({k: v for k, v in perceptual.items() if not isinstance(v, str)})
+        if step is None:
+            # ns-eval (no step) writes this dict to its JSON: the reasons belong there. During training it goes to
+            # the loggers, whose writers take numbers only (a string ended the run at its first all-images eval).
+            result.update(skipped)
+        elif skipped and not self._said_skipped:
+            CONSOLE.print(f"[yellow]genvs-ns: not computed: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
+            self._said_skipped = True
         return result

@@ -21,7 +21,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +31,7 @@ from torchvision.utils import save_image
 
 from genvs_ns.data.datamanager import evaluation_pairs
 from genvs_ns.quality import image_scores, summarise, thirds
-from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
+from genvs_ns.sampling import SamplerSettings
 from genvs_ns.scripts.checkpoint import load_pipeline
 
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0)
@@ -51,16 +51,8 @@ class QualityArgs:
     """Objects whose whole view set is generated autoregressively (0: none)."""
     autoregressive_frames: int = 23
     """Frames of each autoregressive path."""
-    sampler: str = DEFAULT_SAMPLER
-    """k-diffusion sampler."""
-    steps: int = 25
-    """Denoiser steps per sample."""
-    churn: float = 0.0
-    """EDM S_churn for the samplers that take it."""
-    sigma_max: float | None = None
-    """Largest noise level of the sampler (default: the denoiser JSON's)."""
-    eta: float = DEFAULT_ETA
-    """Ancestral samplers' eta (0 deterministic, 1 DDPM-like; larger re-noises more of each step, capped there)."""
+    sampling: tyro.conf.OmitArgPrefixes[SamplerSettings] = field(default_factory=SamplerSettings)
+    """How the diffusion samples are drawn (the defaults are genvs-sample's)."""
     seed: int = 0
     """Same seed, same noise."""
     weights: Literal["ema", "raw"] = "ema"
@@ -86,7 +78,7 @@ def _commit() -> str:
 
 @torch.no_grad()
 def main(args: QualityArgs) -> dict:
-    from genvs_ns.sampling.autoregressive import ContextPolicy, SampleSettings, generate_path
+    from genvs_ns.sampling.autoregressive import ContextPolicy, generate_path
     from genvs_ns.sampling.trajectories import nearest_first
 
     start = time.perf_counter()
@@ -99,7 +91,7 @@ def main(args: QualityArgs) -> dict:
     ds = dm.eval_dataset
     pairs = evaluation_pairs(ds, args.objects, args.views_per_object)
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
-    scores: dict[str, list[dict]] = {"nerf": [], "sample": []}
+    scores: dict[str, list[dict]] = {"nerf": [], "nerf_lowres": [], "sample": []}
     sweep = {s: {"denoiser": 0.0, "render": 0.0} for s in SIGMAS}
     steps_seen: list[list[dict]] = []
     rows = []
@@ -115,12 +107,14 @@ def main(args: QualityArgs) -> dict:
 
         out = model.render_views(
             batch["source_images"], batch["source_c2w"], batch["source_K"], batch["target_c2w"], batch["target_K"],
-            sample_steps=args.steps, generator=generator, sampler=args.sampler, churn=args.churn,
-            sigma_max=args.sigma_max, eta=args.eta, callback=callback if args.trajectory else None,
+            sampling=args.sampling, generator=generator, callback=callback if args.trajectory else None,
         )  # fmt: skip
         steps_seen.append(per_step)
+        # The denoiser's view of the render: RGB rendered at its lower resolution, upsampled (the residual's base).
+        lowres = model.ema.upsample(out["features"], tuple(truth.shape[-2:]))[:, :3].float().clamp(0, 1)
         for i in range(len(truth)):
             scores["nerf"].append(image_scores(out["rgb"][i], truth[i]))
+            scores["nerf_lowres"].append(image_scores(lowres[i], truth[i]))
             scores["sample"].append(image_scores(out["sample"][i], truth[i]))
             if len(rows) < 8:
                 rows.append(torch.cat([batch["source_images"][i, 0], truth[i], out["rgb"][i], out["sample"][i]], -1))
@@ -164,9 +158,8 @@ def main(args: QualityArgs) -> dict:
                 }
             )
     if args.autoregressive_objects > 0:
-        settings = SampleSettings(args.sampler, args.steps, args.churn, 1.0, args.eta)
         result["autoregressive"] = _autoregressive(
-            model, ds, args, settings, ContextPolicy(), generate_path, nearest_first
+            model, ds, args, args.sampling, ContextPolicy(), generate_path, nearest_first
         )
     result["seconds"] = round(time.perf_counter() - start, 1)
     if args.sheet is not None and rows:

@@ -31,7 +31,7 @@ def test_sample_writes_frames_videos_and_is_seeded(tiny_run, tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(_frames(a), _frames(b)))
     assert not all(np.array_equal(x, y) for x, y in zip(_frames(a), _frames(c)))
     run_json = json.loads((a / "run.json").read_text())
-    assert run_json["frames"] == 3 and run_json["settings"]["sampler"] == "euler_ancestral"
+    assert run_json["frames"] == 3 and run_json["settings"]["sampling"]["sampler"] == "euler_ancestral"
     # Autoregressive: frame 2 sees the input, frame 0 and the previous frame 1.
     assert run_json["context"] == [["input0"], ["input0", "frame0"], ["input0", "frame0", "frame1"]]
     sheet = Image.open(a / "contact_sheet.png")
@@ -58,16 +58,33 @@ def test_sample_dataset_trajectory_non_autoregressive_with_progress(tiny_run, tm
         (["--load-config", "/nonexistent/config.yml"], "no such config"),
         (["--object", "99"], "object index 99 out of range"),
         (["--image", "/nonexistent.png"], "no such image"),
-        (["--sampler", "nope"], "unknown sampler 'nope'"),
+        (["--sampler", "nope"], "sampler 'nope' is not a k-diffusion sampler"),
     ],
 )
 def test_sample_errors_are_one_line(tiny_run, tmp_path, args, message):
     base = ["--load-config", tiny_run] if "--load-config" not in args else []
-    res = run(BIN / "genvs-sample", *base, "--output-dir", tmp_path / "x", *args, *FAST)
+    res = run(BIN / "genvs-sample", *base, "--output-dir", tmp_path / "x", *FAST, *args)
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and message in errors[0], res.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"sampler": "dpm_fast"}, "sampler 'dpm_fast' takes no noise schedule"),
+        ({"steps": 0}, "--steps must be at least 1"),
+        ({"guidance_scale": -1.0}, "--guidance-scale must be at least 0"),
+    ],
+)
+def test_sample_refuses_bad_sampler_settings_before_loading_anything(tiny_run, tmp_path, settings, message):
+    from genvs_ns.sampling import SamplerSettings
+    from genvs_ns.scripts.sample import SampleArgs, main
+
+    args = SampleArgs(load_config=tiny_run, output_dir=tmp_path / "x", sampling=SamplerSettings(**settings))
+    with pytest.raises(SystemExit, match=message):
+        main(args)
 
 
 @pytest.mark.slow

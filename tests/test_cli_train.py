@@ -20,10 +20,13 @@ def test_train_checkpoint_resume_and_logged_losses(toy32, tiny_run, tmp_path):
     assert sorted(p.name for p in (run_dir / "nerfstudio_models").iterdir()) == ["step-000000002.ckpt"]
     common = ["--output-dir", tmp_path, "--experiment-name", "e", "--timestamp", "t", *SMALL_FLAGS]
 
-    # nerfstudio resumes at the checkpoint's step + 1 and runs --max-num-iterations more steps.
+    # nerfstudio resumes at the checkpoint's step + 1 and runs --max-num-iterations more steps; here with an
+    # all-images evaluation at step 3 (its logged dict once carried the reasons LPIPS and FID were skipped as strings,
+    # which the tensorboard writer refused: the run died there).
     second = run(
         BIN / "ns-train", "genvs-tiny", "--data", toy32, "--max-num-iterations", "2",
-        "--load-dir", run_dir / "nerfstudio_models", *common,
+        "--load-dir", run_dir / "nerfstudio_models", "--steps-per-eval-all-images", "3",
+        "--pipeline.model.eval-all-sample-steps", "2", *common,
     )  # fmt: skip
     assert second.returncode == 0, second.stderr[-3000:]
     assert re.search(
@@ -39,6 +42,9 @@ def test_train_checkpoint_resume_and_logged_losses(toy32, tiny_run, tmp_path):
     losses = {"diffusion_loss", "rgb_loss", "source_rgb_loss", "opacity_loss", "depth_prior_loss"}
     assert {f"Train Loss Dict/{name}" for name in losses} <= tags
     assert "Train Metrics Dict/psnr" in tags
+    assert {"Eval Images Metrics Dict (all images)/psnr", "Eval Images Metrics Dict (all images)/sample_psnr"} <= tags
+    if not any(t.endswith("_lpips") for t in tags):  # without VGG-16 weights on disk: said once, as text
+        assert "not computed: lpips_skipped" in second.stdout.replace("\n", "")
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from genvs_ns.data.datamanager import GeNVSDataManagerConfig
@@ -70,3 +71,17 @@ def test_objects_are_sharded_per_rank(toy32):
     ranks = [_dm(toy32, world_size=2, local_rank=r) for r in (0, 1)]
     a, b = (set(dm.train_objects) for dm in ranks)
     assert a.isdisjoint(b) and a | b == set(range(6))
+
+
+def test_multi_node_ranks_shard_by_global_rank(toy32, monkeypatch):
+    """Two machines x two GPUs: nerfstudio passes local ranks 0, 1, 0, 1; the shards must follow the global rank."""
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    shards = []
+    for global_rank, local_rank in [(0, 0), (1, 1), (2, 0), (3, 1)]:
+        monkeypatch.setattr(dist, "get_rank", lambda group=None, r=global_rank: r)
+        dm = _dm(toy32, world_size=4, local_rank=local_rank)
+        shards.append(dm.train_objects)
+        assert dm.rng.integers(1 << 30) == np.random.default_rng(dm.config.seed + global_rank).integers(1 << 30)
+    assert sorted(o for shard in shards for o in shard) == list(range(6))

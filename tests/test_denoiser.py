@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from genvs_ns.model.denoiser import ConditionedDenoiser
+from genvs_ns.sampling import SamplerSettings
 from genvs_ns.sampling.diffusion import sample
 
 
@@ -30,7 +31,7 @@ def test_an_untrained_residual_denoiser_returns_the_rendered_rgb():
         # Unconditional evaluations (classifier-free guidance) are not shifted.
         assert torch.allclose(residual(x, sigma, cond, torch.ones(2)), c_skip * x, atol=1e-5)
         # The whole sampler path: one Euler step from pure noise gives the render's colours.
-        image = sample(residual, cond, steps=1, sampler="euler", generator=torch.Generator().manual_seed(1))
+        image = sample(residual, cond, SamplerSettings("euler", steps=1), torch.Generator().manual_seed(1))
     assert torch.allclose(image, cond[:, :3], atol=0.01)
 
 

@@ -71,3 +71,34 @@ def test_other_dtypes_take_grid_sample():
 def test_gradients_for_points_are_refused():
     with pytest.raises(ValueError, match="points"):
         trilinear_mean(torch.randn(1, 1, 2, 3, 3, 3), torch.zeros(1, 1, 4, 3, requires_grad=True))
+
+
+def test_without_numba_the_lookup_falls_back_to_grid_sample_with_a_warning(monkeypatch):
+    """numba is loaded on first use: a machine without it (or with a kernel cache it cannot write) still trains."""
+    import sys
+
+    from genvs_ns.model import trilinear
+
+    trilinear._cpu_function.cache_clear()
+    monkeypatch.setitem(sys.modules, "genvs_ns.model.trilinear_numba", None)  # import fails as without numba
+    try:
+        with pytest.warns(RuntimeWarning, match="grid_sample"):
+            assert trilinear._cpu_function() is None
+        torch.manual_seed(0)
+        volumes = torch.randn(1, 2, 16, 4, 5, 6)
+        coords = torch.rand(1, 2, 30, 3) * 2.4 - 1.2
+        torch.testing.assert_close(trilinear_mean(volumes, coords), _reference(volumes, coords))
+        coords[0, :, 0] = float("nan")
+        coords[0, :, 1] = 1e30
+        assert torch.equal(trilinear_mean(volumes, coords)[0, :2], torch.zeros(2, 16))
+    finally:
+        trilinear._cpu_function.cache_clear()
+
+
+def test_importing_the_lookup_does_not_import_numba():
+    import subprocess
+    import sys
+
+    code = "import sys, genvs_ns.model.trilinear; print('numba' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "False", res.stderr[-2000:]

@@ -91,3 +91,29 @@ def test_geometry_stays_float32_under_bf16_autocast_and_float64_inputs():
     assert torch.allclose(d, directions, atol=1e-6) and torch.allclose(coords, expected, atol=1e-5)
     o64, d64 = image_rays(c2w.double(), K.double(), (16, 20), (16, 20))
     assert d64.dtype == torch.float32 and torch.allclose(d64, directions, atol=1e-6)
+
+
+def test_geometry_uses_no_matmul_which_a_gpu_may_run_in_tf32():
+    """cuBLAS may run float32 matmuls in TF32 (10 mantissa bits): the transforms are written as multiply-adds."""
+    from torch.overrides import TorchFunctionMode
+
+    from genvs_ns.model.geometry import image_rays, world_to_frustum
+
+    class Record(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.calls.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    c2w = torch.cat([torch.linalg.qr(torch.randn(2, 3, 3))[0], torch.randn(2, 3, 1)], dim=-1)
+    K = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]]).expand(2, 3, 3)
+    with Record() as record:
+        origins, directions = image_rays(c2w, K, (32, 32), (8, 8))
+        coords = world_to_frustum(origins + 1.3 * directions, c2w, K, (32, 32), 0.8, 1.8)
+    used = {name for name in record.calls if any(m in name for m in ("matmul", "bmm", "einsum", "linear", "mm"))}
+    assert not used, used
+    assert torch.isfinite(coords).all()  # correctness against nerfstudio's rays: the tests above

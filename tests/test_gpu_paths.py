@@ -10,6 +10,7 @@ from torch import nn
 
 import genvs_ns.sampling.diffusion as diffusion
 from genvs_ns.model.field import FrustumField
+from genvs_ns.sampling import SamplerSettings
 
 
 class TwoDimOnly(nn.Module):
@@ -72,6 +73,6 @@ def test_churn_seed_is_drawn_on_the_generators_device(monkeypatch):
     denoiser = type("D", (), {"sigma_min": 0.002, "sigma_max": 80.0, "prior_mean": lambda self, c, u: 0.0})()
     monkeypatch.setattr(diffusion, "GuidedDenoiser", lambda d, g: lambda x, sigma, **kw: x * 0)
     monkeypatch.setattr(torch, "randn", lambda *a, **k: torch.zeros(a[0]))
-    diffusion.sample(denoiser, torch.zeros(1, 16, 4, 4), steps=2, sampler="euler", churn=1.0,
-                     generator=CudaLikeGenerator())  # fmt: skip
+    settings = SamplerSettings(sampler="euler", steps=2, churn=1.0)
+    diffusion.sample(denoiser, torch.zeros(1, 16, 4, 4), settings, generator=CudaLikeGenerator())
     assert seen == [torch.device("meta")]

@@ -123,3 +123,54 @@ def test_noise_draws_denoise_each_render_several_times(toy32, monkeypatch):
     assert len(set(seen["sigma"].tolist())) == 3 * B
     model.get_loss_dict(outputs, batch)["diffusion_loss"].backward()
     assert all(p.grad is not None for p in model.net.field.parameters())
+
+
+def test_ema_update_matches_k_diffusion():
+    import copy
+
+    import k_diffusion as K
+
+    from genvs_ns.model.ema import ema_update
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GroupNorm(2, 8), torch.nn.Linear(8, 2))
+    model.register_buffer("counter", torch.tensor([3.0]))
+    ours, theirs = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+        model.counter.fill_(7.0)
+    ema_update(model, ours, 0.9)
+    K.utils.ema_update(model, theirs, 0.9)
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert float(ours.counter) == 7.0
+
+
+def test_near_far_are_read_once_and_again_after_loading_a_checkpoint(toy32):
+    """near/far are kept as Python floats (a CUDA read every step would wait for the GPU), yet follow a load."""
+    pipeline, _ = _setup(toy32)
+    model = pipeline.model
+    assert (model.near, model.far) == (float(model.near_far[0]), float(model.near_far[1]))
+    state = pipeline.state_dict()
+    state["_model.near_far"] = torch.tensor([1.25, 2.75])
+    pipeline.load_state_dict(state)
+    assert (model.near, model.far) == (1.25, 2.75)
+
+
+def test_a_non_finite_loss_stops_training_in_one_line(toy32, monkeypatch):
+    import pytest
+
+    pipeline, _ = _setup(toy32)
+    model = pipeline.model
+    real = model.get_loss_dict
+
+    def poisoned(outputs, batch, metrics=None):
+        losses = real(outputs, batch, metrics)
+        losses["rgb_loss"] = losses["rgb_loss"] * float("nan")
+        return losses
+
+    pipeline.get_train_loss_dict(0)  # finite: trains on
+    monkeypatch.setattr(model, "get_loss_dict", poisoned)
+    with pytest.raises(SystemExit, match=r"^genvs-ns: error: step 7: non-finite loss \(rgb_loss nan\)"):
+        pipeline.get_train_loss_dict(7)

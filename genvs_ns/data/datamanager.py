@@ -11,6 +11,7 @@ from typing import Dict, Literal, Tuple, Type, Union
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 from torch import Tensor
@@ -93,8 +94,11 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         # Each rank trains on its own objects; objects with too few views for the largest batch are still usable
         # with fewer sources.
         self.train_objects = [o for o in range(ds.num_objects) if len(ds.object_images[o]) >= 2]
-        self.train_objects = self.train_objects[self.local_rank :: self.world_size] or self.train_objects
-        self.rng = np.random.default_rng(self.config.seed + self.local_rank)
+        # The global rank: nerfstudio passes the rank on this machine, which repeats on every machine of a multi-node
+        # run.
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else self.local_rank
+        self.train_objects = self.train_objects[rank :: self.world_size] or self.train_objects
+        self.rng = np.random.default_rng(self.config.seed + rank)
 
     def setup_eval(self) -> None:
         ds = self.eval_dataset

@@ -30,6 +30,10 @@ def load_rgb_uint8(path: Path, size: tuple[int, int] | None = None) -> np.ndarra
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode.startswith("I"):
+                # 16-bit greyscale: PIL's convert("RGB") clips at 255, turning almost every pixel white.
+                grey = np.asarray(im).astype(np.float64) * (255.0 / 65535.0)
+                im = Image.fromarray(grey.round().clip(0, 255).astype(np.uint8), mode="L")
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

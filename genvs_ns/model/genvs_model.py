@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Tuple, Type
+from typing import Callable, Dict, List, Literal, Tuple, Type
 
 import k_diffusion as K
 import torch
@@ -24,10 +23,13 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from genvs_ns.cpu_runtime import flush_denormals, reuse_freed_memory
 from genvs_ns.model.augment import augment_jointly
+from genvs_ns.model.ema import ema_update
 from genvs_ns.model.geometry import image_rays, intrinsics_matrix
 from genvs_ns.model.network import Conditioning, GeNVSNetwork, NetworkSizes
+from genvs_ns.model.precision import Precision, autocast, autocast_dtype
 from genvs_ns.model.renderer import RenderSettings
 from genvs_ns.quality import foreground
+from genvs_ns.sampling import DEFAULT_STEPS, SamplerSettings, default_sampling
 from genvs_ns.sampling.diffusion import sample
 
 
@@ -59,8 +61,10 @@ class GeNVSModelConfig(ModelConfig):
     """Width of the field MLP."""
     field_num_layers: int = 3
     """Linear layers of the field MLP (16 -> 64 -> 64 -> 1 + latent with the defaults)."""
-    mlp_implementation: Literal["tcnn", "torch"] = "tcnn"
-    """tiny-cuda-nn where installed (CUDA); nerfstudio falls back to torch otherwise."""
+    mlp_implementation: Literal["tcnn", "torch"] = "torch"
+    """torch, or tiny-cuda-nn (where installed). torch by default so checkpoints load on every machine: tcnn stores
+    its weights as one padded fp16 vector without biases, which a machine without it cannot read. The field MLP is a
+    small part of a step (paper size: ~80 GFLOP forward+backward, milliseconds on a recent GPU)."""
     render_downscale: int = 2
     """The feature image is rendered at image size / this, then bilinearly upsampled for the denoiser."""
     num_coarse_samples: int = 64
@@ -86,8 +90,9 @@ class GeNVSModelConfig(ModelConfig):
     augment_prob: float = 0.12
     """Karras augmentation, when the denoiser JSON has ``augment_wrapper`` true: probability of each transform (flips,
     scale, rotation, anisotropy, translation), applied alike to the target and its feature image."""
-    bf16: bool = True
-    """Run the encoder, field MLP and U-Net under bf16 autocast (compositing stays fp32)."""
+    precision: Precision = "auto"
+    """Autocast of the encoder, field MLP and U-Net (geometry and compositing stay fp32): "auto" is bf16 where the
+    device has it natively (CUDA from Ampere on; CPUs with AVX512 or AMX) and fp32 elsewhere; see precision.py."""
     cpu_reuse_freed_memory: bool = True
     """On the CPU (glibc), keep freed memory for reuse rather than returning it to the OS: large activations otherwise
     page-fault in again every step (genvs-tiny step 0.49 -> 0.45 s on 2 cores). Process-wide; see cpu_runtime.py."""
@@ -122,11 +127,11 @@ class GeNVSModelConfig(ModelConfig):
     """ns-render / ns-viewer without --camera-idx: the object (index in the evaluation split) to condition on."""
     render_source_view: int = 64
     """... and its source view (view index; the first view where it does not exist)."""
-    render_sample_steps: int = 25
+    render_sample_steps: int = DEFAULT_STEPS
     """Denoiser steps (default sampler) of the ``sample`` output in ns-render / ns-viewer (0: NeRF outputs only)."""
     render_seed: int = 0
     """Seed of the ``sample`` output in ns-render / ns-viewer (the same for every frame)."""
-    eval_all_sample_steps: int = 25
+    eval_all_sample_steps: int = DEFAULT_STEPS
     """Denoiser steps (default sampler) for the diffusion samples that ns-eval scores (0: NeRF metrics only)."""
 
 
@@ -164,6 +169,8 @@ class GeNVSModel(Model):
         self.register_buffer("near_far", torch.tensor([metadata.get("near", 0.8), metadata.get("far", 1.8)]))
         self.register_buffer("image_size", torch.tensor(metadata.get("image_hw", (0, 0)), dtype=torch.long))
         self.register_buffer("world_up", torch.tensor(metadata.get("world_up", (0.0, 0.0, 1.0)), dtype=torch.float32))
+        self._near_far: tuple[float, float] | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_near_far", None))
         c = self.config
         if torch.device(self.kwargs.get("device", "cpu")).type == "cpu":
             apply_cpu_settings(c)
@@ -206,14 +213,23 @@ class GeNVSModel(Model):
         )
         # The viewer passes the index of the last clicked training camera with every render (0 before any click).
         self._viewer_camera_idx = 0
+        # Mirrors of ema_updates and of the trainer's step as Python ints: reading a CUDA tensor every step would wait
+        # for the GPU. None until the first training callback (after a checkpoint has been loaded).
+        self._ema_updates: int | None = None
 
     @property
     def near(self) -> float:
-        return float(self.near_far[0])
+        return self._host_near_far()[0]
 
     @property
     def far(self) -> float:
-        return float(self.near_far[1])
+        return self._host_near_far()[1]
+
+    def _host_near_far(self) -> tuple[float, float]:
+        # Read once, not at every step: float() of a CUDA tensor waits for the GPU to finish all queued work.
+        if self._near_far is None:
+            self._near_far = (float(self.near_far[0]), float(self.near_far[1]))
+        return self._near_far
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -233,17 +249,18 @@ class GeNVSModel(Model):
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> List[TrainingCallback]:
         def update_ema(step: int) -> None:
+            if self._ema_updates is None:
+                self._ema_updates = int(self.ema_updates)
             sched = K.utils.EMAWarmup(power=self.config.ema_power, max_value=self.config.ema_max_decay)
-            sched.last_epoch = int(self.ema_updates)
-            K.utils.ema_update(self.net, self.ema, sched.get_value())
-            self.ema_updates += 1
+            sched.last_epoch = self._ema_updates
+            ema_update(self.net, self.ema, sched.get_value())
+            self._ema_updates += 1
+            self.ema_updates.fill_(self._ema_updates)
 
         return [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], update_ema)]
 
     def _autocast(self):
-        if not self.config.bf16:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return autocast(autocast_dtype(self.config.precision, self.device), self.device)
 
     def forward(self, inputs) -> Dict[str, Tensor]:
         # nerfstudio's forward runs a collider on ray bundles; object batches go straight to the network.
@@ -272,23 +289,13 @@ class GeNVSModel(Model):
             cond = net.encode(src, batch["source_c2w"], batch["source_K"])
             target = net.render_image(cond, batch["target_c2w"], batch["target_K"], (H, W), (h, w), rs)
         features = target["features"]
-
-        # Denoising loss on the target view, conditioned on the upsampled feature image or (sometimes) on noise.
-        cond_image, x0, aug_cond = net.upsample(features, (H, W)), tgt * 2 - 1, None
-        if net.denoiser.augment:
-            # Non-leaking: the U-Net is told which transform moved target and conditioning; sampling uses none.
-            (x0, cond_image), aug_cond = augment_jointly([x0, cond_image], c.augment_prob)
-        # Several noise draws per rendered feature image: the encoder and the render are paid once per object, the
-        # small U-Net once per draw.
-        draws = c.noise_draws
-        if draws > 1:
-            x0, cond_image = x0.repeat(draws, 1, 1, 1), cond_image.repeat(draws, 1, 1, 1)
-            aug_cond = aug_cond.repeat(draws, 1) if aug_cond is not None else None
-        uncond = (torch.rand(B * draws, device=tgt.device) < c.uncond_prob).float()
-        cond_image = torch.where(uncond[:, None, None, None] > 0, torch.randn_like(cond_image), cond_image)
-        sigma = K.utils.rand_log_normal([B * draws], loc=c.noise_mean, scale=c.noise_std, device=tgt.device)
-        with self._autocast():
-            diffusion = net.denoiser.loss(x0, sigma, cond_image, uncond, aug_cond).float()
+        outputs = {
+            "rgb": features[:, :3],
+            "features": features,
+            "depth": target["depth"],
+            "accumulation": target["accumulation"],
+            "diffusion": self._diffusion_loss(features, tgt, c.noise_draws),
+        }
 
         # Source view 0 re-rendered on a ray subset from its own volume (and from source 1's, if there is one).
         uv = torch.stack(
@@ -299,20 +306,35 @@ class GeNVSModel(Model):
         with self._autocast():
             own = net.render_pixels(cond.select([0]), own_c2w, own_K, uv + 0.5, rs)
             other = net.render_pixels(cond.select([1]), own_c2w, own_K, uv + 0.5, rs) if V > 1 else None
-        outputs = {
-            "rgb": features[:, :3],
-            "features": features,
-            "depth": target["depth"],
-            "accumulation": target["accumulation"],
-            "diffusion": diffusion,
-            "source_rgb": own.features[..., :3],
-            "source_rgb_gt": pixels,
-            "source_depth": own.depth,
-            "source_accumulation": own.accumulation,
-        }
+        outputs.update(
+            source_rgb=own.features[..., :3],
+            source_rgb_gt=pixels,
+            source_depth=own.depth,
+            source_accumulation=own.accumulation,
+        )
         if other is not None:
             outputs["other_depth"], outputs["other_accumulation"] = other.depth, other.accumulation
         return outputs
+
+    def _diffusion_loss(
+        self, features: Float[Tensor, "batch L h w"], target: Float[Tensor, "batch 3 H W"], draws: int
+    ) -> Float[Tensor, " batch*draws"]:
+        """EDM denoising loss on the target view, conditioned on the upsampled feature image or (sometimes) on noise;
+        ``draws`` noise levels and noises per feature image (the encoder and the render are paid once per object)."""
+        c, net = self.config, self.net
+        B, (H, W) = target.shape[0], target.shape[-2:]
+        cond_image, x0, aug_cond = net.upsample(features, (H, W)), target * 2 - 1, None
+        if net.denoiser.augment:
+            # Non-leaking: the U-Net is told which transform moved target and conditioning; sampling uses none.
+            (x0, cond_image), aug_cond = augment_jointly([x0, cond_image], c.augment_prob)
+        if draws > 1:
+            x0, cond_image = x0.repeat(draws, 1, 1, 1), cond_image.repeat(draws, 1, 1, 1)
+            aug_cond = aug_cond.repeat(draws, 1) if aug_cond is not None else None
+        uncond = (torch.rand(B * draws, device=target.device) < c.uncond_prob).float()
+        cond_image = torch.where(uncond[:, None, None, None] > 0, torch.randn_like(cond_image), cond_image)
+        sigma = K.utils.rand_log_normal([B * draws], loc=c.noise_mean, scale=c.noise_std, device=target.device)
+        with self._autocast():
+            return net.denoiser.loss(x0, sigma, cond_image, uncond, aug_cond).float()
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         gt = _area_resize(batch["target_image"], tuple(outputs["rgb"].shape[-2:]))
@@ -359,13 +381,13 @@ class GeNVSModel(Model):
         target_c2w: Float[Tensor, "batch 3 4"],
         target_K: Float[Tensor, "batch 3 3"],
         target_hw: tuple[int, int] | None = None,
-        sample_steps: int = 0,
+        sampling: SamplerSettings | None = None,
         use_ema: bool = True,
         generator: torch.Generator | None = None,
         conditioning: Conditioning | None = None,
-        **sample_kwargs,
+        callback: Callable | None = None,
     ) -> Dict[str, Tensor]:
-        """NeRF RGB, depth and accumulation, and optionally a diffusion sample, for new cameras.
+        """NeRF RGB, depth and accumulation, and with ``sampling`` a diffusion sample, for new cameras.
 
         Sources are given as images and cameras, or already encoded as ``conditioning``. ``target_K`` is in pixels of
         ``target_hw`` (default: the source image size). The denoiser always works at the training image size (the
@@ -384,13 +406,11 @@ class GeNVSModel(Model):
             "depth": full["depth"],
             "accumulation": full["accumulation"],
         }
-        if sample_steps > 0:
+        if sampling is not None:
             h, w = H // c.render_downscale, W // c.render_downscale
             with self._autocast():
                 low = net.render_image(cond, target_c2w, target_K, target_hw, (h, w), rs)["features"]
-                image = sample(
-                    net.denoiser, net.upsample(low, (H, W)), steps=sample_steps, generator=generator, **sample_kwargs
-                ).float()
+                image = sample(net.denoiser, net.upsample(low, (H, W)), sampling, generator, callback).float()
             if target_hw != (H, W):
                 image = F.interpolate(image, size=target_hw, mode="bilinear", align_corners=False)
             out["sample"], out["features"] = image, low
@@ -473,7 +493,7 @@ class GeNVSModel(Model):
         generator = torch.Generator(device=self.device).manual_seed(self.config.render_seed)
         out = self.render_views(
             None, None, None, c2w, K, target_hw=hw,
-            sample_steps=self.config.render_sample_steps if self.viewer_sample.value else 0,
+            sampling=default_sampling(self.config.render_sample_steps) if self.viewer_sample.value else None,
             generator=generator, conditioning=cond,
         )  # fmt: skip
         return {k: v[0].permute(1, 2, 0) for k, v in out.items() if k != "features"}

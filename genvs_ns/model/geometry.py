@@ -33,6 +33,16 @@ def _fp32(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _times(vectors: Float[Tensor, "*batch n 3"], matrix: Float[Tensor, "*batch 3 3"]) -> Float[Tensor, "*batch n 3"]:
+    """``vectors @ matrix`` as elementwise multiply-adds: on a GPU a float32 matmul may run in TF32 (10 mantissa bits;
+    ``torch.backends.cuda.matmul.allow_tf32`` or TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1), the loss ``_fp32`` prevents."""
+    return (
+        vectors[..., 0:1] * matrix[..., None, 0, :]
+        + vectors[..., 1:2] * matrix[..., None, 1, :]
+        + vectors[..., 2:3] * matrix[..., None, 2, :]
+    )
+
+
 def intrinsics_matrix(fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor) -> Float[Tensor, "*batch 3 3"]:
     zero, one = torch.zeros_like(fx), torch.ones_like(fx)
     return torch.stack([fx, zero, cx, zero, fy, cy, zero, zero, one], dim=-1).reshape(*fx.shape, 3, 3)
@@ -57,7 +67,7 @@ def rays_through_pixels(
     y = (uv[..., 1] - K[..., None, 1, 2]) / K[..., None, 1, 1]
     # OpenCV pixel axes (y down, looking along +z) expressed in OpenGL camera axes.
     d_cam = torch.stack([x, -y, -torch.ones_like(x)], dim=-1)
-    directions = d_cam @ c2w[..., :3, :3].transpose(-1, -2)
+    directions = _times(d_cam, c2w[..., :3, :3].transpose(-1, -2))
     directions = directions / directions.norm(dim=-1, keepdim=True)
     origins = c2w[..., None, :3, 3].expand_as(directions)
     return origins, directions
@@ -89,7 +99,7 @@ def world_to_frustum(
     """
     H, W = image_hw
     R, t = c2w[..., :3, :3], c2w[..., :3, 3]
-    local = (points - t[..., None, :]) @ R
+    local = _times(points - t[..., None, :], R)
     depth = -local[..., 2]
     safe = depth.clamp_min(1e-6)
     u = K[..., None, 0, 0] * local[..., 0] / safe + K[..., None, 0, 2]

@@ -2,7 +2,8 @@
 
 Semantics are ``grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)`` on 5-D input,
 averaged over views. On CUDA that is what runs. On the CPU, PyTorch's 3-D grid_sampler is a scalar loop parallelised
-over the batch only, and its backward was 40% of a paper-size field+render step; the numba kernel below does the same
+over the batch only, and its backward was 40% of a paper-size field+render step; the numba kernel (trilinear_numba.py,
+loaded on first use; grid_sample with a warning where numba is missing or cannot compile) does the same
 arithmetic on channels-last volumes (a voxel's 16 features are one 64-byte line) and averages the views in the same
 pass. The lookups of that step (3 views x 524k points in 16 x 64^3 volumes), forward and backward, on 2 cores:
 0.47 s -> 0.16 s.
@@ -12,130 +13,29 @@ Only the volumes get gradients: the points come from cameras and ray samples, wh
 
 from __future__ import annotations
 
-import math
-import threading
+import functools
+import warnings
 
-import numba
-import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-# numba runs the kernel on its OpenMP layer where it finds one (here), else on its workqueue layer, which must not be
-# entered from two threads at once: the viewer renders in a thread of its own.
-_kernel_lock = threading.Lock()
-# fastmath without its no-NaN/no-inf assumptions: the test that keeps NaN and far-away points out of the volumes must
-# not be optimised away (their indices would then address memory outside it).
-_FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _corners(xyz, D: int, H: int, W: int):  # pragma: no cover - compiled
-    """The 8 trilinear corners of normalised (x, y, z) (align_corners=False) as flat voxel indices into D*H*W and
-    weights; corners outside the volume get weight 0 (and a valid index). False where none is inside (and for NaN)."""
-    fx = ((xyz[0] + 1.0) * W - 1.0) * 0.5
-    fy = ((xyz[1] + 1.0) * H - 1.0) * 0.5
-    fz = ((xyz[2] + 1.0) * D - 1.0) * 0.5
-    inside = fx > -1.0 and fx < W and fy > -1.0 and fy < H and fz > -1.0 and fz < D
-    if not inside:  # int() of NaN or of a huge value is undefined
-        fx = fy = fz = 0.0
-    x0, y0, z0 = int(math.floor(fx)), int(math.floor(fy)), int(math.floor(fz))
-    ax, ay, az = fx - x0, fy - y0, fz - z0
-    wx0, wx1 = (1.0 - ax) * (x0 >= 0), ax * (x0 + 1 < W)
-    wy0, wy1 = (1.0 - ay) * (y0 >= 0), ay * (y0 + 1 < H)
-    wz0, wz1 = (1.0 - az) * (z0 >= 0), az * (z0 + 1 < D)
-    xa, xb = max(x0, 0), min(x0 + 1, W - 1)
-    ya, yb = max(y0, 0) * W, min(y0 + 1, H - 1) * W
-    za, zb = max(z0, 0) * H * W, min(z0 + 1, D - 1) * H * W
-    voxels = (
-        za + ya + xa,
-        za + ya + xb,
-        za + yb + xa,
-        za + yb + xb,
-        zb + ya + xa,
-        zb + ya + xb,
-        zb + yb + xa,
-        zb + yb + xb,
-    )
-    weights = (
-        wz0 * wy0 * wx0, wz0 * wy0 * wx1, wz0 * wy1 * wx0, wz0 * wy1 * wx1,
-        wz1 * wy0 * wx0, wz1 * wy0 * wx1, wz1 * wy1 * wx0, wz1 * wy1 * wx1,
-    )  # fmt: skip
-    return inside, voxels, weights
-
-
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _kernel(volumes, coords, features, shape, views, threads, backward):  # pragma: no cover - compiled
-    """Forward: ``features`` [B, N, C] = the view-averaged trilinear lookups of ``coords`` [B*V, N, 3] in ``volumes``
-    [1, B*V, D*H*W, C]. Backward: ``features`` holds their gradient, scattered into ``volumes``, which are then zeroed
-    gradients, one per thread [threads, B*V, D*H*W, C] (points of different threads may share corners).
-
-    Each thread takes a contiguous run of points (ray samples, so neighbours share voxels) and does every view there.
-    """
-    D, H, W = shape
-    C = volumes.shape[3]
-    B, N = features.shape[0], features.shape[1]
-    scale = np.float32(1.0 / views)
-    per_thread = (B * N + threads - 1) // threads
-    for t in numba.prange(threads):
-        vol = volumes[min(np.int64(t), volumes.shape[0] - 1)]  # forward: the one volume set; backward: this thread's
-        acc = np.empty(C, np.float32)
-        for i in range(t * per_thread, min(B * N, (t + 1) * per_thread)):
-            b = i // N
-            n = i - b * N
-            for c in range(C):
-                acc[c] = features[b, n, c] * scale if backward else 0.0
-            for bv in range(b * views, (b + 1) * views):
-                inside, voxels, weights = _corners(coords[bv, n], D, H, W)
-                if not inside:
-                    continue
-                for k in range(8):
-                    weight, voxel = np.float32(weights[k]), voxels[k]
-                    if backward:
-                        for c in range(C):
-                            vol[bv, voxel, c] += weight * acc[c]
-                    else:
-                        for c in range(C):
-                            acc[c] += weight * vol[bv, voxel, c]
-            if not backward:
-                for c in range(C):
-                    features[b, n, c] = acc[c] * scale
-
-
-def _threads() -> int:
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-
-
-class _TrilinearMeanCPU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, volumes: Tensor, coords: Tensor) -> Tensor:
-        B, V, C, D, H, W = volumes.shape
-        # [1, B*V, D*H*W, C]: a view of GeNVSNetwork.encode's channels-last volumes, a copy of any others.
-        vol = volumes.detach().permute(0, 1, 3, 4, 5, 2).reshape(1, B * V, D * H * W, C).contiguous()
-        coords = coords.detach().reshape(B * V, -1, 3).contiguous()
-        out = vol.new_empty(B, coords.shape[1], C)
-        with _kernel_lock:
-            _kernel(vol.numpy(), coords.numpy(), out.numpy(), (D, H, W), V, _threads(), False)
-        ctx.save_for_backward(coords)
-        ctx.volume_shape = (B, V, C, D, H, W)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, None]:
-        if not ctx.needs_input_grad[0]:
-            return None, None
-        (coords,) = ctx.saved_tensors
-        B, V, C, D, H, W = ctx.volume_shape
-        threads = _threads()
-        grads = grad_out.new_zeros(threads, B * V, D * H * W, C)
-        with _kernel_lock:
-            _kernel(grads.numpy(), coords.numpy(), grad_out.float().contiguous().numpy(), (D, H, W), V, threads, True)
-        grad = grads[0]
-        for extra in grads[1:]:
-            grad += extra
-        # Channels-last, as the volumes are.
-        return grad.view(B, V, D, H, W, C).permute(0, 1, 5, 2, 3, 4), None
+@functools.cache
+def _cpu_function() -> type[torch.autograd.Function] | None:
+    """The numba kernel's autograd Function, or None (grid_sample, ~3x slower) where numba cannot load or compile."""
+    try:
+        from genvs_ns.model.trilinear_numba import TrilinearMeanCPU
+    except Exception as exc:  # noqa: BLE001 - ImportError, or numba's RuntimeError for a kernel cache it cannot write
+        warnings.warn(
+            f"genvs-ns: the numba volume lookup is unavailable ({type(exc).__name__}: {exc}); using grid_sample, "
+            "which is about 3x slower on the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return TrilinearMeanCPU
 
 
 def trilinear_mean(
@@ -149,9 +49,10 @@ def trilinear_mean(
     if coords.requires_grad:
         raise ValueError("trilinear_mean: gradients with respect to the points are not supported")
     B, V, C, D, h, w = volumes.shape
-    if volumes.device.type == "cpu" and volumes.dtype == torch.float32:
-        return _TrilinearMeanCPU.apply(volumes, coords.float())
+    if volumes.device.type == "cpu" and volumes.dtype == torch.float32 and (kernel := _cpu_function()) is not None:
+        return kernel.apply(volumes, coords.float())
     n = coords.shape[2]
-    grid = coords.reshape(B * V, n, 1, 1, 3).to(volumes.dtype)
+    # The kernel reads NaN and far-away points as empty space; grid_sample would turn them into undefined indices.
+    grid = coords.nan_to_num(2.0, 2.0, -2.0).clamp(-2.0, 2.0).reshape(B * V, n, 1, 1, 3).to(volumes.dtype)
     out = F.grid_sample(volumes.reshape(B * V, C, D, h, w), grid, padding_mode="zeros", align_corners=False)
     return out.view(B, V, C, n).mean(dim=1).transpose(1, 2)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
-from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
+from genvs_ns.sampling import SamplerSettings
 
 
 @dataclass
@@ -30,15 +30,6 @@ class ContextPolicy:
     """Up to this many earlier generated frames, drawn at random (besides the previous frame)."""
     include_previous: bool = True
     """Always condition on the frame just before."""
-
-
-@dataclass
-class SampleSettings:
-    sampler: str = DEFAULT_SAMPLER
-    steps: int = 25
-    churn: float = 0.0
-    guidance_scale: float = 1.0
-    eta: float = DEFAULT_ETA
 
 
 @dataclass
@@ -57,7 +48,7 @@ def generate_path(
     input_K: Float[Tensor, "views 3 3"],
     target_c2w: Float[Tensor, "frames 3 4"],
     target_K: Float[Tensor, "frames 3 3"],
-    settings: SampleSettings,
+    settings: SamplerSettings,
     policy: ContextPolicy,
     seed: int = 0,
     save_progress: bool = False,
@@ -101,13 +92,9 @@ def generate_path(
             None,
             target_c2w[i][None].to(device),
             target_K[i][None].to(device),
-            sample_steps=settings.steps,
+            sampling=settings,
             generator=generator,
             conditioning=Conditioning.cat(views),
-            sampler=settings.sampler,
-            churn=settings.churn,
-            eta=settings.eta,
-            guidance_scale=settings.guidance_scale,
             callback=callback,
         )
         frame = out["sample"][0]

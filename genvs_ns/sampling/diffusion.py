@@ -15,14 +15,22 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from genvs_ns.model.denoiser import ConditionedDenoiser
-from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
+from genvs_ns.sampling import SamplerSettings
 
-SAMPLERS = sorted(name[len("sample_") :] for name in dir(K.sampling) if name.startswith("sample_"))
+
+def _takes_a_schedule(fn: Callable) -> bool:
+    return list(inspect.signature(fn).parameters)[:3] == ["model", "x", "sigmas"]
+
+
+_ALL = sorted(name[len("sample_") :] for name in dir(K.sampling) if name.startswith("sample_"))
+# dpm_fast and dpm_adaptive choose their own steps (model, x, sigma_min, sigma_max, ...): not this API.
+SAMPLERS = [name for name in _ALL if _takes_a_schedule(getattr(K.sampling, f"sample_{name}"))]
 
 
 def get_sampler(name: str) -> Callable:
     if name not in SAMPLERS:
-        raise SystemExit(f"genvs-ns: error: unknown sampler {name!r}; k-diffusion has {', '.join(SAMPLERS)}")
+        why = "takes no noise schedule (it picks its own steps)" if name in _ALL else "is not a k-diffusion sampler"
+        raise SystemExit(f"genvs-ns: error: sampler {name!r} {why}; use one of {', '.join(SAMPLERS)}")
     return getattr(K.sampling, f"sample_{name}")
 
 
@@ -55,45 +63,45 @@ class GuidedDenoiser(nn.Module):
 def sample(
     denoiser: ConditionedDenoiser,
     cond: Float[Tensor, "batch C H W"],
-    steps: int = 25,
-    sampler: str = DEFAULT_SAMPLER,
-    churn: float = 0.0,
-    guidance_scale: float = 1.0,
+    settings: SamplerSettings | None = None,
     generator: torch.Generator | None = None,
     callback: Callable | None = None,
     disable: bool = True,
     rho: float = 7.0,
-    sigma_max: float | None = None,
-    eta: float = DEFAULT_ETA,
 ) -> Float[Tensor, "batch 3 H W"]:
     """Images in [0, 1] from the denoiser conditioned on upsampled feature images ``cond``.
 
-    ``churn`` is EDM's S_churn for the samplers that take it (euler, heun, dpm_2); the noise of the start and of
-    stochastic steps comes from ``generator``, so a seed fixes the result.
+    The noise of the start and of stochastic steps comes from ``generator``, so a seed fixes the result.
     """
+    s = settings or SamplerSettings()
+    fn = get_sampler(s.sampler)
+    if s.steps < 1:
+        raise ValueError(f"sampler steps must be at least 1, not {s.steps}")
     device = cond.device
-    sigma_max = denoiser.sigma_max if sigma_max is None else sigma_max
-    sigmas = K.sampling.get_sigmas_karras(steps, denoiser.sigma_min, sigma_max, rho=rho, device=device)
+    sigma_max = denoiser.sigma_max if s.sigma_max is None else s.sigma_max
+    sigma_min = denoiser.sigma_min if s.sigma_min is None else s.sigma_min
+    sigmas = K.sampling.get_sigmas_karras(s.steps, sigma_min, sigma_max, rho=rho, device=device)
     shape = (cond.shape[0], 3, *cond.shape[-2:])
-    uncond = torch.full((cond.shape[0],), float(guidance_scale == 0.0), device=device)
+    uncond = torch.full((cond.shape[0],), float(s.guidance_scale == 0.0), device=device)
     start = denoiser.prior_mean(cond, uncond)
     x = start + torch.randn(shape, generator=generator, device=device) * sigmas[0]
     uncond_cond = torch.randn(cond.shape, generator=generator, device=device)
-    fn = get_sampler(sampler)
     kwargs = {}
     params = inspect.signature(fn).parameters
     if "s_churn" in params:
-        kwargs["s_churn"] = churn
+        kwargs["s_churn"] = s.churn
     if "eta" in params:
-        kwargs["eta"] = eta
+        kwargs["eta"] = s.eta
+    if "s_noise" in params:
+        kwargs["s_noise"] = s.s_noise
     if "noise_sampler" in params and generator is not None:
         # Stochastic samplers draw their own noise; route it through the generator for reproducibility.
         kwargs["noise_sampler"] = lambda sigma, sigma_next: torch.randn(shape, generator=generator, device=device)
-    elif churn > 0 and generator is not None:
+    elif s.churn > 0 and generator is not None:
         # euler/heun with churn call torch.randn_like: seed the global generator from ours.
         # The draw stays on the generator's device: a CUDA generator cannot drive a CPU randint.
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device)))
-    model = GuidedDenoiser(denoiser, guidance_scale)
+    model = GuidedDenoiser(denoiser, s.guidance_scale)
     extra_args = {"cond": cond, "uncond_cond": uncond_cond}
     x0 = fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **kwargs)
     return ((x0 + 1) / 2).clamp(0, 1)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from genvs_ns.model.genvs_model import GeNVSModel
     from genvs_ns.pipeline import GeNVSPipeline
+
+
+def _refusal(path: Path) -> str:
+    return f"{path}: refused: it holds Python objects besides tensors and plain data, and loading them could run code"
 
 
 def check_config(config_path: Path) -> Path:
@@ -58,6 +63,9 @@ def load_pipeline(
     def beside_the_config(config):
         # nerfstudio looks for checkpoints relative to the folder training ran in; these sit next to the config.
         config.relative_model_dir = checkpoint_dir  # an absolute path wins in pathlib's join
+        # The newest checkpoint of this run: a run resumed with --load-step N records N, a step of the run it
+        # started from, which its own folder does not hold.
+        config.load_step = None
         config.pipeline.model.backbone_weights = None  # the checkpoint holds the weights; the file may be elsewhere
         if data is not None:
             config.pipeline.datamanager.data = Path(data)
@@ -65,7 +73,10 @@ def load_pipeline(
             locate_data(config, config_path)
         return config
 
-    _, pipeline, _, _ = eval_setup(config_path, test_mode=test_mode, update_config_callback=beside_the_config)
+    try:
+        _, pipeline, _, _ = eval_setup(config_path, test_mode=test_mode, update_config_callback=beside_the_config)
+    except pickle.UnpicklingError:  # torch.load's weights_only refusal: the file would run code
+        raise SystemExit(f"genvs-ns: error: {_refusal(checkpoint_dir)}") from None
     assert isinstance(pipeline, GeNVSPipeline)
     return pipeline
 
@@ -84,7 +95,13 @@ def load_model(config_path: Path) -> GeNVSModel:
     scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     model = config.pipeline.model.setup(scene_box=scene_box, num_train_data=0, metadata={}, device=device)
     checkpoint = max(checkpoint_dir.glob("step-*.ckpt"))
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["pipeline"]
+    try:
+        # Tensors, numbers and dicts only: loading a checkpoint must never run code from it.
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["pipeline"]
+    except pickle.UnpicklingError:
+        raise SystemExit(f"genvs-ns: error: {_refusal(checkpoint)}") from None
+    except (RuntimeError, EOFError, KeyError) as exc:
+        raise SystemExit(f"genvs-ns: error: {checkpoint}: not a readable checkpoint ({type(exc).__name__})") from None
     # DDP training saves the model under "_model.module."; single-process training under "_model.".
     state = {k.removeprefix("_model.").removeprefix("module."): v for k, v in state.items() if k.startswith("_model.")}
     missing, unexpected = model.load_state_dict(state, strict=False)

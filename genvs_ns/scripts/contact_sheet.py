@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import tyro
 from torchvision.utils import save_image
 
-from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
+from genvs_ns.sampling import SamplerSettings
 from genvs_ns.scripts.checkpoint import load_pipeline
 
 
@@ -25,14 +25,8 @@ class ContactSheetArgs:
     """Where to write the PNG."""
     num_rows: int = 6
     """Held-out (object, target view) pairs to show."""
-    sampler: str = DEFAULT_SAMPLER
-    """k-diffusion sampler name (euler, euler_ancestral, heun, dpmpp_2m, dpmpp_sde, ...)."""
-    steps: int = 25
-    """Denoiser steps."""
-    churn: float = 0.0
-    """EDM S_churn (stochasticity) for samplers that take it."""
-    eta: float = DEFAULT_ETA
-    """Ancestral samplers' eta (0 deterministic, 1 DDPM-like, 2 re-noises each step fully)."""
+    sampling: tyro.conf.OmitArgPrefixes[SamplerSettings] = field(default_factory=SamplerSettings)
+    """How the diffusion samples are drawn."""
     seed: int = 0
     """Same seed, same samples."""
 
@@ -49,7 +43,7 @@ def main(args: ContactSheetArgs) -> dict:
         batch = dm.eval_batch([pair])
         out = pipeline.model.render_views(
             batch["source_images"], batch["source_c2w"], batch["source_K"], batch["target_c2w"], batch["target_K"],
-            sample_steps=args.steps, generator=generator, sampler=args.sampler, churn=args.churn, eta=args.eta,
+            sampling=args.sampling, generator=generator,
         )  # fmt: skip
         metrics, _ = pipeline.model.get_image_metrics_and_images(out, batch)
         psnr.append(metrics)

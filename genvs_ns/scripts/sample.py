@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import List, Union
 
@@ -16,7 +16,7 @@ from torchvision.utils import save_image
 
 from genvs_ns.data.images import load_rgb
 from genvs_ns.model.geometry import intrinsics_matrix
-from genvs_ns.sampling import DEFAULT_ETA, DEFAULT_SAMPLER
+from genvs_ns.sampling import SamplerSettings
 from genvs_ns.sampling.trajectories import Trajectory, from_spherical, look_at, nearest_first, orbit
 from genvs_ns.scripts.checkpoint import check_config, load_model, load_pipeline
 from genvs_ns.video import write_video
@@ -50,17 +50,8 @@ class SampleArgs:
     """spiral or circle around the object starting at the input camera, or the data set's own views of the object."""
     num_frames: int = 24
     """Frames to generate."""
-    sampler: str = DEFAULT_SAMPLER
-    """k-diffusion sampler: euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral, lms, dpmpp_2m, dpmpp_sde, ..."""
-    steps: int = 25
-    """Denoiser steps per frame."""
-    churn: float = 0.0
-    """EDM S_churn for the samplers that take it (euler, heun, dpm_2); > 0 makes them stochastic."""
-    eta: float = DEFAULT_ETA
-    """Ancestral samplers' (euler_ancestral, dpmpp_2s_ancestral, ...) share of each step re-noised: 0 deterministic,
-    1 DDPM-like; the re-noise is capped at the next noise level, which eta 2 reaches on a 25-step schedule."""
-    guidance_scale: float = 1.0
-    """Classifier-free guidance (1: plain conditional; > 1 follows the rendered features harder)."""
+    sampling: tyro.conf.OmitArgPrefixes[SamplerSettings] = field(default_factory=SamplerSettings)
+    """How each frame's diffusion sample is drawn."""
     unconditional: bool = False
     """Ignore the input: sample from the unconditional branch (guidance scale 0)."""
     autoregressive: bool = True
@@ -96,12 +87,16 @@ def main(args: SampleArgs) -> dict:
     check_config(args.load_config)
     if args.num_frames < 1:
         _fail("--num-frames must be at least 1")
+    if args.sampling.steps < 1:
+        _fail("--steps must be at least 1")
+    if args.sampling.guidance_scale < 0:
+        _fail("--guidance-scale must be at least 0 (1: plain conditional sampling)")
     if args.image is not None and not args.image.is_file():
         _fail(f"{args.image}: no such image")
-    from genvs_ns.sampling.autoregressive import ContextPolicy, SampleSettings, generate_path
+    from genvs_ns.sampling.autoregressive import ContextPolicy, generate_path
     from genvs_ns.sampling.diffusion import get_sampler
 
-    get_sampler(args.sampler)
+    get_sampler(args.sampling.sampler)
     if args.image is not None and args.trajectory == "dataset":
         _fail("--trajectory dataset needs a data set object, not --image")
     gt_frames = None
@@ -145,15 +140,14 @@ def main(args: SampleArgs) -> dict:
         target_c2w = orbit(input_c2w[0], up, args.num_frames, kind=args.trajectory)
         target_K = input_K[:1].expand(len(target_c2w), 3, 3)
 
-    guidance = 0.0 if args.unconditional else args.guidance_scale
-    settings = SampleSettings(args.sampler, args.steps, args.churn, guidance, args.eta)
+    settings = replace(args.sampling, guidance_scale=0.0) if args.unconditional else args.sampling
     policy = ContextPolicy(args.autoregressive, args.max_earlier_frames)
     start = time.perf_counter()
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
     ) as progress:
         frames_task = progress.add_task("frames", total=len(target_c2w))
-        steps_task = progress.add_task("steps", total=args.steps)
+        steps_task = progress.add_task("steps", total=settings.steps)
 
         def on_frame(i: int) -> None:
             progress.advance(frames_task)

@@ -1,0 +1,103 @@
+"""Checkpoints: written atomically, resumed from the newest that loads, never unpickled into code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import BIN, SMALL_FLAGS, run
+
+
+def _checkpoints(folder):
+    return sorted(p.name for p in folder.glob("step-*.ckpt"))
+
+
+@pytest.mark.slow
+def test_resume_skips_a_truncated_newest_checkpoint(toy32, tiny_run, tmp_path):
+    run_dir = tmp_path / "e" / "genvs-tiny" / "t"
+    shutil.copytree(tiny_run.parent, run_dir)
+    models = run_dir / "nerfstudio_models"
+    good = models / "step-000000002.ckpt"
+    shutil.copy(good, models / "step-000000007.ckpt")
+    with open(models / "step-000000007.ckpt", "r+b") as f:  # a kill during an in-place write
+        f.truncate(os.path.getsize(good) // 3)
+    res = run(
+        BIN / "ns-train", "genvs-tiny", "--data", toy32, "--max-num-iterations", "1", "--load-dir", models,
+        "--output-dir", tmp_path, "--experiment-name", "e", "--timestamp", "t", *SMALL_FLAGS,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout.replace("\n", "")
+    assert "step-000000007.ckpt: cannot be loaded" in out and "trying an older one" in out
+    assert "step-000000002.ckpt" in out.split("Done loading Nerfstudio checkpoint from", 1)[1][:300]
+    assert _checkpoints(models) == ["step-000000003.ckpt"]  # resumed at 3: the truncated one is gone with the rest
+
+
+@pytest.mark.slow
+def test_kill_during_training_then_resume_continues_the_run(toy32, tmp_path):
+    """kill -9 mid-run: the newest checkpoint is whole (renamed into place only once written), and a resume continues
+    its step count, EMA and optimizer state."""
+    common = ["--output-dir", tmp_path, "--experiment-name", "e", "--timestamp", "t", *SMALL_FLAGS]
+    models = tmp_path / "e" / "genvs-tiny" / "t" / "nerfstudio_models"
+    proc = subprocess.Popen(
+        [str(BIN / "ns-train"), "genvs-tiny", "--data", str(toy32), "--max-num-iterations", "1000",
+         "--steps-per-save", "2", *map(str, common)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(_step(p) >= 6 for p in models.glob("step-*.ckpt")):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    newest = max(models.glob("step-*.ckpt"), key=_step)
+    state = torch.load(newest, map_location="cpu", weights_only=True)  # whole: it loads
+    step = state["step"]
+    assert step >= 6 and state["optimizers"]["denoiser"]["state"]
+    assert int(state["pipeline"]["_model.ema_updates"]) == step + 1
+    res = run(BIN / "ns-train", "genvs-tiny", "--data", toy32, "--max-num-iterations", "2", "--load-dir", models,
+              "--steps-per-save", "2", *common)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    resumed = torch.load(max(models.glob("step-*.ckpt"), key=_step), map_location="cpu", weights_only=True)
+    assert resumed["step"] == step + 2
+    assert int(resumed["pipeline"]["_model.ema_updates"]) == step + 3  # the EMA went on counting
+
+
+def _step(path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+def test_a_checkpoint_carrying_code_is_refused_in_one_line(tiny_run, tmp_path):
+    """Both loaders (the whole pipeline, and the model alone for --image) unpickle tensors and plain data only."""
+    from genvs_ns.scripts.checkpoint import load_model, load_pipeline
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.parent, run_dir)
+    ckpt = run_dir / "nerfstudio_models" / "step-000000002.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    marker = tmp_path / "pwned"
+    state["pipeline"]["payload"] = _Payload(str(marker))
+    torch.save(state, ckpt)
+    for load in (load_model, load_pipeline):
+        with pytest.raises(SystemExit) as refused:
+            load(run_dir / "config.yml")
+        message = str(refused.value)
+        assert message.startswith("genvs-ns: error: ") and "refused" in message and "\n" not in message
+        assert not marker.exists()
+
+
+class _Payload:
+    """Unpickling this would create a file: a stand-in for code a malicious checkpoint runs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
