@@ -202,3 +202,22 @@ def test_parsing_and_loading_never_write_into_the_data_folder(toy_root):
         for f in out.image_filenames[:3]:
             load_rgb(f, size=(16, 16))
     assert snapshot() == before
+
+
+def test_under_ddp_only_rank_zero_reads_every_image(toy_root, monkeypatch):
+    """~211k PNGs for SRN cars: verified once (rank 0), not by every rank at once; the time is reported."""
+    import torch.distributed as dist
+
+    import genvs_ns.data.srn_dataparser as module
+
+    seen = []
+    real = module.read_instance
+    monkeypatch.setattr(
+        module, "read_instance", lambda folder, verify, warn: seen.append(verify) or real(folder, verify, warn)
+    )
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    for rank, expected in [(0, True), (1, False)]:
+        monkeypatch.setattr(dist, "get_rank", lambda group=None, r=rank: r)
+        seen.clear()
+        SRNDataParserConfig(data=toy_root).setup().get_dataparser_outputs("train")
+        assert seen and set(seen) == {expected}
