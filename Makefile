@@ -12,10 +12,10 @@ DEMO_STEPS ?= 1600
 venv: $(STAMP)
 
 # torch comes first, pinned to the CPU-usable wheels on local disk; an unpinned torch would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]' -c constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)

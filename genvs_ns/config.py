@@ -18,10 +18,6 @@ from genvs_ns.data.srn_dataparser import SRNDataParserConfig
 from genvs_ns.model.genvs_model import GeNVSModelConfig
 from genvs_ns.pipeline import GeNVSPipelineConfig
 from genvs_ns.trainer import GeNVSTrainerConfig
-from genvs_ns.video import ensure_ffmpeg_on_path
-
-# nerfstudio imports this module (method discovery) before ns-render checks for ffmpeg.
-ensure_ffmpeg_on_path()
 
 
 @dataclass
@@ -77,7 +73,9 @@ def _trainer(
         save_only_latest_checkpoint=True,
         # Autocast is the model's own (bf16 where it holds up); nerfstudio's would also cover the compositing.
         mixed_precision=False,
-        vis="tensorboard",
+        # On a GPU the viewer comes up while training, as for other nerfstudio methods; on the CPU its renders would
+        # take turns with the training step on the same few cores.
+        vis="viewer+tensorboard" if _device() == "cuda" else "tensorboard",
         machine=MachineConfig(device_type=_device()),  # type: ignore[arg-type]
         pipeline=GeNVSPipelineConfig(datamanager=datamanager, model=model),
         optimizers=_optimizers(lr),

@@ -20,6 +20,7 @@ from genvs_ns.metrics import perceptual_metrics
 from genvs_ns.model.genvs_model import GeNVSModel, GeNVSModelConfig, apply_cpu_settings
 from genvs_ns.sampling import default_sampling
 from genvs_ns.sampling.trajectories import estimate_up
+from genvs_ns.video import ensure_ffmpeg_on_path
 
 
 @dataclass
@@ -52,6 +53,12 @@ class GeNVSPipeline(VanillaPipeline):
             torch.cuda.set_device(torch.device(device))
         self.config = config
         self.test_mode = test_mode
+        if test_mode != "val":
+            # Loaded by a tool (eval_setup: ns-render, ns-eval, ns-viewer; genvs-sample), not for training. ns-render
+            # needs an ffmpeg on PATH right after this (its check, then mediapy); this is the first code of ours that
+            # runs there for genvs checkpoints only. Importing the plugin must not touch PATH or write files: nerfstudio
+            # imports it for every method.
+            ensure_ffmpeg_on_path()
         if torch.device(device).type == "cpu":
             apply_cpu_settings(config.model)
         self.datamanager = config.datamanager.setup(

@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Type
 
+import numpy as np
 import torch
+import tyro
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from genvs_ns.data.errors import DataError
+from genvs_ns.model.precision import autocast_dtype
 
 
 @dataclass
@@ -25,10 +28,23 @@ class GeNVSTrainerConfig(TrainerConfig):
     """nerfstudio's trainer settings; checkpoints are written atomically."""
 
     _target: Type = field(default_factory=lambda: GeNVSTrainer)
+    prompt: tyro.conf.Suppress[str | None] = None
+    """nerfstudio's alias of --pipeline.model.prompt (text-to-NeRF methods): hidden, GeNVS takes no prompt."""
 
 
 def _step_of(path: Path) -> int:
     return int(path.stem.split("-", 1)[1])
+
+
+def _plain(state):
+    """numpy scalars as Python numbers: nerfstudio's schedulers compute learning rates with numpy (kept in their state
+    and in the optimizers' param groups), and one numpy scalar in a checkpoint made every
+    ``torch.load(weights_only=True)`` (ns-eval, ns-render, genvs-sample, resume) refuse it."""
+    if isinstance(state, dict):
+        return {k: _plain(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_plain(v) for v in state)
+    return state.item() if isinstance(state, np.generic) else state
 
 
 def _fsync_dir(path: Path) -> None:
@@ -41,6 +57,15 @@ def _fsync_dir(path: Path) -> None:
 
 class GeNVSTrainer(Trainer):
     config: GeNVSTrainerConfig
+
+    def __init__(self, config: GeNVSTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(config, local_rank, world_size)
+        precision = getattr(config.pipeline.model, "precision", "auto")
+        if autocast_dtype(precision, self.device) == torch.float16:
+            # fp16 gradients underflow without loss scaling. torch.amp's scaler, not nerfstudio's torch.cuda.amp one,
+            # which switches itself off away from CUDA.
+            self.use_grad_scaler = True
+            self.grad_scaler = torch.amp.GradScaler(torch.device(self.device).type)  # type: ignore[assignment]
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
@@ -58,7 +83,7 @@ class GeNVSTrainer(Trainer):
             "scalers": self.grad_scaler.state_dict(),
         }
         with open(partial, "wb") as f:
-            torch.save(state, f)
+            torch.save(_plain(state), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)

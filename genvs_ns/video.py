@@ -1,8 +1,10 @@
 """Video writing, and an ffmpeg executable for nerfstudio's tools on machines without one.
 
 ``ns-render`` (through mediapy) insists on an ``ffmpeg`` on PATH. The imageio-ffmpeg wheel carries a static build under
-another name; if no ffmpeg is installed, a link named ``ffmpeg`` to it is put in a cache folder on this process's
-PATH, before nerfstudio checks. Our own videos are written with PyAV (bundled with nerfstudio), which needs neither.
+another name; if no ffmpeg is installed, a link named ``ffmpeg`` to it is put in ``~/.cache/genvs-ns/bin`` (under
+``$XDG_CACHE_HOME`` where set) and that folder on this process's PATH. GeNVSPipeline does it when a tool loads a genvs
+checkpoint, before ns-render checks; never on import (nerfstudio imports the plugin for every method). Our own
+videos are written with PyAV (bundled with nerfstudio), which needs neither.
 """
 
 from __future__ import annotations

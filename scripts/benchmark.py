@@ -8,6 +8,9 @@ flushed, as the pipeline sets them on the CPU (genvs_ns/cpu_runtime.py). Numbers
 - matmul: fp32 and bf16 GFLOP/s of a 2048^3 matmul (the machine's ceiling for the rest);
 - train_step_tiny / train_step_paper: median seconds of a full training step (forward, backward, optimizer) after
   warm-up, and peak RSS, for genvs-tiny at its default batch and for genvs (paper sizes) at batch 1, 3 views, 128 px;
+- data_time: the share of a training step spent waiting for its batch, at paper size (128 px, 3 source views, 2
+  objects a batch), with no image cache (SRN cars' 123k training images make the default cache's hit rate ~3%), with
+  the images decoded in the training process (0 workers) and by 2 background workers (the default);
 - field_render: samples/s through field + renderer, forward and backward, at the paper field size, with the MLP's
   FLOP/s as a fraction of the measured fp32 matmul rate; beside it the MLP alone and the volume lookup alone on as
   many points, and the time the whole would have to take to reach half the fp32 matmul rate;
@@ -27,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CASES = ["matmul", "train_step_tiny", "train_step_paper", "field_render", "denoiser"]
+CASES = ["matmul", "train_step_tiny", "train_step_paper", "data_time", "field_render", "denoiser"]
 
 
 def _timeit(fn, warmup: int, repeat: int) -> list[float]:
@@ -57,7 +60,7 @@ def matmul() -> dict:
     return result
 
 
-def _train_step(preset: str, steps: int) -> dict:
+def _train_step(preset: str, steps: int, workers: int | None = None) -> dict:
     import torch
     from nerfstudio.engine.optimizers import Optimizers
 
@@ -74,10 +77,23 @@ def _train_step(preset: str, steps: int) -> dict:
             generate(Path(tmp), num_objects=6, num_views=8, resolution=128, seed=0)
             dm = config.pipeline.datamanager
             dm.objects_per_batch, dm.min_source_views, dm.max_source_views = 1, 3, 3
-        config.pipeline.datamanager.data = Path(tmp)
+        dm = config.pipeline.datamanager
+        if workers is not None:
+            dm.objects_per_batch, dm.num_workers, dm.image_cache_size = 2, workers, 0
+        dm.data = Path(tmp)
         pipeline = config.pipeline.setup(device="cpu", test_mode="val")
         optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
         callbacks = pipeline.get_training_callbacks(None)
+        data_times = []
+        next_train = pipeline.datamanager.next_train
+
+        def timed_next_train(step: int):
+            start = time.perf_counter()
+            out = next_train(step)
+            data_times.append(time.perf_counter() - start)
+            return out
+
+        pipeline.datamanager.next_train = timed_next_train  # type: ignore[method-assign]
 
         def step() -> None:
             optimizers.zero_grad_all()
@@ -89,12 +105,16 @@ def _train_step(preset: str, steps: int) -> dict:
 
         times = _timeit(step, 2, steps)
         params = {k: round(sum(p.numel() for p in v) / 1e6, 2) for k, v in pipeline.get_param_groups().items()}
-    dm = config.pipeline.datamanager
+    data = data_times[-steps:]
     return {
         "median_step_s": round(statistics.median(times), 3),
+        "median_data_s": round(statistics.median(data), 4),
+        "data_share": round(sum(data) / sum(times), 4),
         "steps_timed": steps,
         "objects_per_batch": dm.objects_per_batch,
         "source_views": [dm.min_source_views, dm.max_source_views],
+        "num_workers": dm.num_workers,
+        "image_cache_size": dm.image_cache_size,
         "params_millions": params,
         "peak_rss_mb": round(_peak_rss_mb()),
     }
@@ -106,6 +126,14 @@ def train_step_tiny() -> dict:
 
 def train_step_paper() -> dict:
     return _train_step("paper", 4)
+
+
+def data_time() -> dict:
+    out = {}
+    for workers in (0, 2):
+        run = _train_step("paper", 4, workers)
+        out[f"workers_{workers}"] = {k: run[k] for k in ("median_step_s", "median_data_s", "data_share")}
+    return {**out, "objects_per_batch": 2, "resolution": 128, "source_views": 3, "image_cache_size": 0}
 
 
 def field_render() -> dict:
@@ -135,11 +163,11 @@ def field_render() -> dict:
 
     def fn(autocast: bool) -> None:
         def field_fn(points):
-            feats = field.lookup(volumes, points, c2w[None, :V], K[None, :V], (128, 128), 0.8, 1.8)
+            feats = field.lookup(volumes, points, c2w[None, :V], K[None, :V], (128, 128), 0.5)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 return field(feats)
 
-        out = render_rays(field_fn, origins, directions, RenderSettings(0.8, 1.8, coarse, fine, True), background)
+        out = render_rays(field_fn, origins, directions, RenderSettings(0.5, coarse, fine, True), background)
         (out.features.sum() + out.depth.sum()).backward()
 
     samples = rays * (coarse + fine)
@@ -156,7 +184,7 @@ def field_render() -> dict:
     points = (origins[0, :, None] + directions[0, :, None] * depths[..., None]).reshape(B, -1, 3)
 
     def lookup_alone() -> None:
-        field.lookup(volumes, points, c2w[None, :V], K[None, :V], (128, 128), 0.8, 1.8).sum().backward()
+        field.lookup(volumes, points, c2w[None, :V], K[None, :V], (128, 128), 0.5).sum().backward()
 
     lookup_s = statistics.median(_timeit(lookup_alone, 1, 3))
     result["lookup_alone_seconds"] = round(lookup_s, 3)

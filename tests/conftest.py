@@ -47,6 +47,7 @@ def tiny_trainer_config(data: Path):
     config.pipeline.datamanager.data = data
     config.pipeline.datamanager.objects_per_batch = 2
     config.pipeline.datamanager.eval_num_objects = 1
+    config.pipeline.datamanager.num_workers = 0  # in-process tests build many pipelines: no idle worker processes
     model = config.pipeline.model
     model.volume_resolution, model.volume_depth, model.decoder_channels = 16, 8, 32
     model.num_coarse_samples, model.num_importance_samples, model.aux_num_rays = 8, 8, 64

@@ -101,3 +101,23 @@ class _Payload:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_a_run_with_an_lr_schedule_writes_a_checkpoint_that_loads_without_code(toy32, tmp_path):
+    """nerfstudio's schedulers keep numpy scalars in their state; weights_only loading (every tool) refused them."""
+    import torch
+    from conftest import tiny_trainer_config
+    from nerfstudio.engine.schedulers import CosineDecaySchedulerConfig
+
+    config = tiny_trainer_config(toy32)
+    for group in config.optimizers.values():
+        group["scheduler"] = CosineDecaySchedulerConfig(warm_up_end=0, learning_rate_alpha=0.05, max_steps=10)
+    config.output_dir = tmp_path
+    config.set_timestamp()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train_iteration(0)
+    trainer.save_checkpoint(0)
+    (path,) = trainer.checkpoint_dir.glob("step-*.ckpt")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(state["schedulers"]) == {"encoder", "field", "denoiser"}

@@ -106,3 +106,20 @@ def test_ns_render_interpolate_and_camera_path(tiny_run, tmp_path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert iio.improps(out, plugin="pyav").shape == (3, 24, 80, 3)
+
+
+@pytest.mark.slow
+def test_importing_the_plugin_leaves_path_and_home_alone(tmp_path):
+    """nerfstudio imports the plugin for every method (ns-train nerfacto too): no PATH edit, no ffmpeg link written.
+    PATH holds no ffmpeg here, so the link would be made if the import still did it."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "bin").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}
+    env.update(HOME=str(tmp_path / "home"), PATH=str(tmp_path / "bin"))
+    code = "import os; before = os.environ['PATH']; import genvs_ns.config; assert os.environ['PATH'] == before"
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (tmp_path / "home" / ".cache" / "genvs-ns").exists()

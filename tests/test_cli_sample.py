@@ -34,6 +34,12 @@ def test_sample_writes_frames_videos_and_is_seeded(tiny_run, tmp_path):
     assert run_json["frames"] == 3 and run_json["settings"]["sampling"]["sampler"] == "euler_ancestral"
     # Autoregressive: frame 2 sees the input, frame 0 and the previous frame 1.
     assert run_json["context"] == [["input0"], ["input0", "frame0"], ["input0", "frame0", "frame1"]]
+    # Autoregressive output gets both consistency scores, for the samples and for the NeRF RGB as the reference.
+    scores = json.loads((a / "consistency.json").read_text())
+    for name in ("samples", "nerf_rgb"):
+        assert 0 <= run_json["consistency"][name]["tsed"] <= 1 and run_json["consistency"][name]["tsed_pairs"] == 2
+        assert {"reprojection", "reprojection_shuffled"} <= set(scores[name])
+        assert isinstance(run_json["consistency"][name]["reprojection_points"], int)
     sheet = Image.open(a / "contact_sheet.png")
     assert sheet.size[0] > 3 * 32 and sheet.size[1] > 3 * 32  # input row, samples row, NeRF row
 
@@ -48,6 +54,7 @@ def test_sample_dataset_trajectory_non_autoregressive_with_progress(tiny_run, tm
     assert res.returncode == 0, res.stderr[-3000:]
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["context"] == [["input0", "input1"]] * 3
+    assert 0 <= run_json["consistency"]["ground_truth"]["tsed"] <= 1  # the data set's own views, as a reference
     assert Image.open(out / "progress" / "00000.png").size == (3 * 32, 32)  # one denoised estimate per step
 
 
@@ -58,7 +65,6 @@ def test_sample_dataset_trajectory_non_autoregressive_with_progress(tiny_run, tm
         (["--load-config", "/nonexistent/config.yml"], "no such config"),
         (["--object", "99"], "object index 99 out of range"),
         (["--image", "/nonexistent.png"], "no such image"),
-        (["--sampler", "nope"], "sampler 'nope' is not a k-diffusion sampler"),
     ],
 )
 def test_sample_errors_are_one_line(tiny_run, tmp_path, args, message):
@@ -68,6 +74,29 @@ def test_sample_errors_are_one_line(tiny_run, tmp_path, args, message):
     assert "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and message in errors[0], res.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--sampler", "nope"), ("--sampler", "dpm_fast"), ("--split", "tset"), ("--trajectory", "spirl")]
+)
+def test_sample_choices_are_tyros(flag, value, capsys):
+    """--sampler, --split and --trajectory are choices: tyro lists them in --help and refuses a typo itself."""
+    import tyro
+
+    from genvs_ns.scripts.sample import SampleArgs
+
+    with pytest.raises(SystemExit):
+        tyro.cli(SampleArgs, args=["--load-config", "c.yml", "--output-dir", "o", flag, value])
+    assert f"invalid choice '{value}' for argument '{flag}'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_sampler_choices_are_k_diffusions_samplers_with_a_schedule():
+    import typing
+
+    from genvs_ns.sampling import SamplerName
+    from genvs_ns.sampling.diffusion import SAMPLERS
+
+    assert list(typing.get_args(SamplerName)) == SAMPLERS
 
 
 @pytest.mark.parametrize(

@@ -85,3 +85,16 @@ def test_multi_node_ranks_shard_by_global_rank(toy32, monkeypatch):
         shards.append(dm.train_objects)
         assert dm.rng.integers(1 << 30) == np.random.default_rng(dm.config.seed + global_rank).integers(1 << 30)
     assert sorted(o for shard in shards for o in shard) == list(range(6))
+
+
+def test_prefetching_workers_give_the_same_batches_as_the_training_process(toy32):
+    """Workers only decode; which views a batch holds is drawn in the training process, so the run is the same."""
+    inline = _dm(toy32, objects_per_batch=2, num_workers=0, image_cache_size=0)
+    workers = _dm(toy32, objects_per_batch=2, num_workers=2, image_cache_size=0)
+    for step in range(6):
+        a, _ = inline.next_train(step)
+        b, _ = workers.next_train(step)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+    assert a["target_image"].dtype == torch.float32 and 0 <= a["target_image"].min() <= a["target_image"].max() <= 1

@@ -117,3 +117,26 @@ def test_geometry_uses_no_matmul_which_a_gpu_may_run_in_tf32():
     used = {name for name in record.calls if any(m in name for m in ("matmul", "bmm", "einsum", "linear", "mm"))}
     assert not used, used
     assert torch.isfinite(coords).all()  # correctness against nerfstudio's rays: the tests above
+
+
+def test_fundamental_matrix_holds_for_a_point_projected_into_two_cameras():
+    """x_b^T F x_a = 0 for the pixels world_to_frustum gives one point in cameras a and b; not for a and a swapped."""
+    from genvs_ns.model.geometry import fundamental_matrix
+
+    cams = _cameras()
+    H, W = 16, 20
+    K = _K(cams)
+    points = torch.randn(50, 3, generator=torch.Generator().manual_seed(0)) * 0.2
+
+    def pixels(i: int) -> torch.Tensor:
+        xy = world_to_frustum(points, cams.camera_to_worlds[i], K[i], (H, W), NEAR, FAR)[:, :2]
+        uv = (xy + 1) / 2 * torch.tensor([W, H])
+        return torch.cat([uv, torch.ones(len(uv), 1)], dim=-1).double()
+
+    for a, b in [(0, 1), (1, 2), (2, 0)]:
+        F_ab = fundamental_matrix(cams.camera_to_worlds[a], K[a], cams.camera_to_worlds[b], K[b])
+        line = pixels(a) @ F_ab.T  # epipolar lines in b, normalised to pixel distances
+        distance = ((pixels(b) * line).sum(-1) / line[:, :2].norm(dim=-1)).abs()
+        assert distance.max() < 1e-3, distance.max()
+        wrong = pixels(b) @ F_ab.T  # the same F applied the other way round
+        assert ((pixels(a) * wrong).sum(-1) / wrong[:, :2].norm(dim=-1)).abs().median() > 0.1

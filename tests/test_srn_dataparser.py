@@ -24,7 +24,13 @@ def test_registered_with_nerfstudio_and_cameras_look_at_origin(toy_root):
     from nerfstudio.plugins.registry_dataparser import discover_dataparsers
 
     config = discover_dataparsers()[0]["srn"]
+    # What per-scene methods get (ns-train nerfacto ... srn): one object's folder, a scene; a data set is refused.
     config.data = toy_root
+    with pytest.raises(DataError, match=r"per-scene method .* genvs and genvs-tiny$"):
+        config.setup().get_dataparser_outputs(split="train")
+    config.data = first_instance(toy_root)
+    assert config.setup().get_dataparser_outputs(split="train").metadata["object_ids"] == [config.data.name]
+    config.data, config.single_object = toy_root, False  # the genvs datamanager's
     out = config.setup().get_dataparser_outputs(split="train")
     c2w = out.cameras.camera_to_worlds
     position = c2w[:, :, 3]
@@ -118,7 +124,7 @@ def test_instance_with_one_view_is_skipped_with_a_warning(toy_copy, capsys):
         p.unlink()
     out = parse(toy_copy, "train")
     assert inst.name not in out.metadata["object_ids"] and len(out.metadata["object_ids"]) == 7
-    assert f"{inst}: skipped" in capsys.readouterr().out.replace("\n", "")
+    assert f"{inst}: skipped" in capsys.readouterr().err.replace("\n", "")
 
 
 def _break(kind: str, root: Path) -> tuple[Path, str]:

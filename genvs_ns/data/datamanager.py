@@ -7,17 +7,20 @@ nerfstudio's ``CacheDataloader`` would decode and keep every image of the data s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Tuple, Type, Union
+from typing import Dict, Iterator, Literal, Tuple, Type, Union
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import tyro
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.pixel_samplers import PixelSamplerConfig
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 from torch import Tensor
 
 from genvs_ns.data.dataset import SRNDataset
-from genvs_ns.data.srn_dataparser import SRNDataParserConfig
+from genvs_ns.data.prefetch import BatchPlan, RawBatch, load_batch, prefetching_batches
+from genvs_ns.data.srn_dataparser import SRNDataParserChoice, SRNDataParserConfig
 
 ObjectBatch = Dict[str, Tensor]
 """source_images [B, V, 3, H, W], source_c2w [B, V, 3, 4], source_K [B, V, 3, 3], target_image [B, 3, H, W],
@@ -29,8 +32,21 @@ class GeNVSDataManagerConfig(VanillaDataManagerConfig):
     """Object-level multi-view batches from an SRN data set."""
 
     _target: Type = field(default_factory=lambda: GeNVSDataManager)
-    dataparser: SRNDataParserConfig = field(default_factory=SRNDataParserConfig)
-    """The SRN dataparser."""
+    # nerfstudio's ray-batch settings, which object batches do not use: hidden from --help (config.yml keeps them).
+    masks_on_gpu: tyro.conf.Suppress[bool] = False
+    images_on_gpu: tyro.conf.Suppress[bool] = False
+    train_num_rays_per_batch: tyro.conf.Suppress[int] = 1024
+    train_num_images_to_sample_from: tyro.conf.Suppress[int] = -1
+    train_num_times_to_repeat_images: tyro.conf.Suppress[int] = -1
+    eval_num_rays_per_batch: tyro.conf.Suppress[int] = 1024
+    eval_num_images_to_sample_from: tyro.conf.Suppress[int] = -1
+    eval_num_times_to_repeat_images: tyro.conf.Suppress[int] = -1
+    eval_image_indices: tyro.conf.Suppress[Tuple[int, ...] | None] = (0,)
+    camera_res_scale_factor: tyro.conf.Suppress[float] = 1.0
+    patch_size: tyro.conf.Suppress[int] = 1
+    pixel_sampler: tyro.conf.Suppress[PixelSamplerConfig] = field(default_factory=PixelSamplerConfig)
+    dataparser: SRNDataParserChoice = field(default_factory=SRNDataParserConfig)
+    """The SRN dataparser: subcommand srn, typed after the other flags as for nerfstudio's dataparsers."""
     objects_per_batch: int = 4
     """Objects in one training batch (per process under DDP)."""
     min_source_views: int = 1
@@ -48,6 +64,9 @@ class GeNVSDataManagerConfig(VanillaDataManagerConfig):
     """Source view index for evaluation (SRN protocol: 64); objects without it use their first view."""
     seed: int = 0
     """Seed of the training sampler (offset by the DDP rank)."""
+    num_workers: int = 2
+    """Processes decoding training images ahead of the step (0: decode in the training process, between steps).
+    The batches are the same for any number: the training process draws which views to load."""
 
 
 def evaluation_pairs(
@@ -99,6 +118,8 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else self.local_rank
         self.train_objects = self.train_objects[rank :: self.world_size] or self.train_objects
         self.rng = np.random.default_rng(self.config.seed + rank)
+        self._train_batches: Iterator[RawBatch] | None = None  # started at the first step: tools that only render
+        # (ns-render, ns-eval) never start the workers
 
     def setup_eval(self) -> None:
         ds = self.eval_dataset
@@ -108,40 +129,24 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         # nerfstudio's tools (ns-render spiral) read start cameras here; it loads images one at a time.
         self.eval_dataloader = FixedIndicesEvalDataloader(input_dataset=ds, device=self.device)
 
-    def _batch(self, ds: SRNDataset, sources: list[list[int]], targets: list[int]) -> ObjectBatch:
-        def stack(idx: list[int]) -> Tuple[Tensor, Tensor, Tensor]:
-            return torch.stack([ds.image(i) for i in idx]), ds.c2w[idx], ds.K[idx]
-
-        src = [stack(s) for s in sources]
-        tgt_images, tgt_c2w, tgt_K = stack(targets)
-        batch = {
-            "source_images": torch.stack([s[0] for s in src]),
-            "source_c2w": torch.stack([s[1] for s in src]),
-            "source_K": torch.stack([s[2] for s in src]),
-            "target_image": tgt_images,
-            "target_c2w": tgt_c2w,
-            "target_K": tgt_K,
-            "object_index": ds.object_index[targets],
-            "target_index": torch.tensor(targets),
-        }
-        return {k: v.to(self.device) for k, v in batch.items()}
-
     def next_train(self, step: int) -> Tuple[ObjectBatch, Dict]:
         self.train_count += 1
-        ds, rng = self.train_dataset, self.rng
-        objects = rng.choice(self.train_objects, size=self.config.objects_per_batch, replace=True)
-        fewest = min(len(ds.object_images[o]) for o in objects)
-        num_sources = int(rng.integers(self.config.min_source_views, self.config.max_source_views + 1))
-        num_sources = max(1, min(num_sources, fewest - 1))
-        sources, targets = [], []
-        for obj in objects:
-            picked = rng.choice(ds.object_images[obj], size=num_sources + 1, replace=False).tolist()
-            sources.append(picked[:-1])
-            targets.append(picked[-1])
-        return self._batch(ds, sources, targets), {}
+        if self._train_batches is None:
+            cfg = self.config
+            self._train_batches = prefetching_batches(
+                self.train_dataset,
+                self.train_objects,
+                self.rng,
+                cfg.objects_per_batch,
+                (cfg.min_source_views, cfg.max_source_views),
+                cfg.num_workers,
+                pin_memory=torch.device(self.device).type == "cuda",
+            )
+        return next(self._train_batches).to_device(self.device), {}
 
     def eval_batch(self, pairs: list[tuple[int, int, int]]) -> ObjectBatch:
-        return self._batch(self.eval_dataset, [[s] for _, s, _ in pairs], [t for _, _, t in pairs])
+        plan = BatchPlan(tuple((s,) for _, s, _ in pairs), tuple(t for _, _, t in pairs))
+        return load_batch(self.eval_dataset, plan).to_device(self.device)
 
     def next_eval(self, step: int) -> Tuple[ObjectBatch, Dict]:
         self.eval_count += 1

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import numpy as np
 import numpy.typing as npt
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, UInt8
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch import Tensor
@@ -52,22 +52,25 @@ class SRNDataset(InputDataset):
         return int(self.cameras.height[idx]), int(self.cameras.width[idx])
 
     def image(self, idx: int) -> Float[Tensor, "3 H W"]:
+        return self.image_uint8(idx).float() / 255.0
+
+    def image_uint8(self, idx: int) -> UInt8[Tensor, "3 H W"]:
         h, w = self.image_hw(idx)
         slot = self._slots.get(idx)
         if slot is not None:
             self._slots.move_to_end(idx)
-            return self._block[slot, :, :h, :w].float() / 255.0
+            return self._block[slot, :, :h, :w].clone()
         pixels = torch.from_numpy(load_rgb_uint8(self._dataparser_outputs.image_filenames[idx], size=(w, h)))
         pixels = pixels.permute(2, 0, 1)
         if self.cache_size <= 0:
-            return pixels.float() / 255.0
+            return pixels.contiguous()
         if len(self._slots) < self.cache_size:
             slot = len(self._slots)
         else:
             _, slot = self._slots.popitem(last=False)
         self._block[slot, :, :h, :w] = pixels
         self._slots[idx] = slot
-        return pixels.float() / 255.0
+        return pixels.contiguous()
 
     def get_numpy_image(self, image_idx: int) -> npt.NDArray[np.uint8]:
         return (self.image(image_idx).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

@@ -9,40 +9,50 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Type
+from typing import TYPE_CHECKING, Literal, Type
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import tyro
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
-from nerfstudio.utils.rich_utils import CONSOLE
+from rich.console import Console
 
 from genvs_ns.data.errors import DataError
 from genvs_ns.data.srn_files import NEAR_FAR, SPLITS, read_instance, resolve_layout, split_instances
 
+# Reports go to stderr: genvs-data-info prints JSON on stdout, which must stay parseable.
+CONSOLE = Console(stderr=True)
+
 
 @dataclass
 class SRNDataParserConfig(DataParserConfig):
-    """SRN ShapeNet cars / chairs: a root of ``cars_train|val|test`` folders, one split folder, or one instance."""
+    """SRN ShapeNet cars / chairs: a root of cars_train|val|test folders, one split folder, or one instance."""
 
     _target: Type = field(default_factory=lambda: SRNDataParser)
     data: Path = Path("data/srn_cars")
-    """Root holding ``cars_train`` / ``cars_val`` / ``cars_test`` (or ``chairs_*``), a split folder, or an instance."""
+    """Root holding cars_train / cars_val / cars_test (or chairs_*), a split folder, or an instance folder."""
     category: Literal["auto", "cars", "chairs", "mixed"] = "auto"
-    """Object category; ``auto`` reads it from the folder names. Chooses the default near/far."""
+    """Object category; "auto" reads it from the folder names. Chooses the default near/far."""
     near: float | None = None
-    """Near plane of every camera; default per category (cars and toy mixed 0.8, chairs 1.25)."""
+    """Where the object begins, seen from the data's cameras (default per category: cars and toy mixed 0.8, chairs
+    1.25). With far it gives the radius of the object's sphere around the origin, (far - near) / 2; each camera's
+    planes are its distance minus and plus that radius, so cameras at other distances see the same sphere."""
     far: float | None = None
-    """Far plane of every camera; default per category (cars and toy mixed 1.8, chairs 2.75)."""
+    """Where the object ends, seen from the data's cameras (default per category: cars and toy mixed 1.8, chairs
+    2.75)."""
     downscale_factor: int = 1
     """Integer factor to shrink images by on load (e.g. 2 turns 128 px into 64 px); intrinsics are rescaled."""
     verify_images: bool = True
     """Read every image file once while parsing so truncated files fail now, not hours into training."""
     max_objects: int | None = None
     """Use only the first N objects of each split (sorted by id): quick experiments and bounded evaluation."""
+    single_object: bool = False
+    """Take one object's folder only. True in the srn dataparser of per-scene methods (ns-train nerfacto ... srn),
+    which would blend every object of a data set into one scene; the genvs methods learn across objects."""
 
 
 @dataclass
@@ -67,6 +77,12 @@ class SRNDataParser(DataParser):
         if not 0 <= near < far:
             raise DataError(self.config.data, f"near ({near}) must be >= 0 and below far ({far})")
 
+        if self.config.single_object and layout.kind != "instance":
+            raise DataError(
+                self.config.data,
+                "holds many objects: with a per-scene method (nerfacto, ...) the srn dataparser takes one object's "
+                "folder (.../cars_train/<id>); many objects are for the generalizable methods genvs and genvs-tiny",
+            )
         folders = split_instances(layout, split)  # type: ignore[arg-type]
         if self.config.max_objects is not None:
             folders = folders[: self.config.max_objects]
@@ -117,7 +133,14 @@ class SRNDataParser(DataParser):
             camera_type=CameraType.PERSPECTIVE,
             metadata={"object_index": object_index_t, "view_index": view_index_t},
         )
-        radius = float(np.linalg.norm(np.stack(c2w)[:, :, 3], axis=-1).max())
+        distances = np.linalg.norm(np.stack(c2w)[:, :, 3], axis=-1)
+        radius = float(distances.max())
+        middle = float(np.median(distances))
+        if abs((near + far) / 2 - middle) > 0.05 * (far - near):
+            CONSOLE.print(
+                f"[yellow]genvs-ns: {self.config.data}: near/far ({near}, {far}) are not centred on the cameras'"
+                f" distance ({middle:.2f}); each camera samples its distance -/+ {(far - near) / 2:.2f}"
+            )
         half = max(radius, far) * 1.05
         return DataparserOutputs(
             image_filenames=filenames,
@@ -137,7 +160,19 @@ class SRNDataParser(DataParser):
         )
 
 
-srn_dataparser = DataParserSpecification(
-    config=SRNDataParserConfig(),
-    description="SRN ShapeNet cars/chairs (root of split folders, one split folder, or one instance folder)",
-)
+SRN_DESCRIPTION = "SRN ShapeNet cars/chairs (root of split folders, one split folder, or one instance folder)"
+
+# What other methods get (ns-train nerfacto ... srn): one object, a scene; genvs's datamanager has its own default.
+srn_dataparser = DataParserSpecification(config=SRNDataParserConfig(single_object=True), description=SRN_DESCRIPTION)
+
+if TYPE_CHECKING:
+    SRNDataParserChoice = SRNDataParserConfig
+else:
+    # nerfstudio's dataparsers are subcommands (`ns-train nerfacto nerfstudio-data --downscale-factor 2`). The genvs
+    # datamanager takes only this one; as a union of one (tyro pads it with a hidden None) it reads the same way:
+    # `ns-train genvs-tiny --data D srn --downscale-factor 2`.
+    SRNDataParserChoice = tyro.conf.OmitSubcommandPrefixes[
+        tyro.extras.subcommand_type_from_defaults(
+            {"srn": SRNDataParserConfig()}, descriptions={"srn": SRN_DESCRIPTION}, prefix_names=False
+        )
+    ]

@@ -8,7 +8,7 @@ from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.mlp import MLP
 from torch import Tensor, nn
 
-from genvs_ns.model.geometry import world_to_frustum
+from genvs_ns.model.geometry import depth_range, world_to_frustum
 from genvs_ns.model.trilinear import trilinear_mean
 
 
@@ -50,11 +50,12 @@ class FrustumField(nn.Module):
         c2w: Float[Tensor, "batch views 3 4"],
         K: Float[Tensor, "batch views 3 3"],
         image_hw: tuple[int, int],
-        near: float,
-        far: float,
+        radius: float,
     ) -> Float[Tensor, "batch n C"]:
-        """Trilinear features of each point in every source volume (zero outside a frustum), averaged over views."""
+        """Trilinear features of each point in every source volume (zero outside a frustum), averaged over views. Each
+        volume's depth planes span its camera's view of the sphere of ``radius`` (``geometry.depth_range``)."""
         B, V = volumes.shape[:2]
+        near, far = depth_range(c2w[..., :3, 3], radius)
         coords = world_to_frustum(points[:, None].expand(B, V, *points.shape[1:]), c2w, K, image_hw, near, far)
         return trilinear_mean(volumes, coords)
 

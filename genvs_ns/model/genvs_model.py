@@ -10,9 +10,11 @@ from typing import Callable, Dict, List, Literal, Tuple, Type
 import k_diffusion as K
 import torch
 import torch.nn.functional as F
+import tyro
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.configs.config_utils import to_immutable_dict
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -38,6 +40,16 @@ class GeNVSModelConfig(ModelConfig):
     """GeNVS: frustum feature volumes from source views, a rendered feature image, an EDM denoiser on top."""
 
     _target: Type = field(default_factory=lambda: GeNVSModel)
+    # nerfstudio's per-scene settings, which a GeNVS model does not use: hidden from --help (config.yml keeps them).
+    enable_collider: tyro.conf.Suppress[bool] = True
+    collider_params: tyro.conf.Suppress[Dict[str, float] | None] = to_immutable_dict(
+        {"near_plane": 2.0, "far_plane": 6.0}
+    )
+    loss_coefficients: tyro.conf.Suppress[Dict[str, float]] = to_immutable_dict(
+        {"rgb_loss_coarse": 1.0, "rgb_loss_fine": 1.0}
+    )
+    eval_num_rays_per_chunk: tyro.conf.Suppress[int] = 4096
+    prompt: tyro.conf.Suppress[str | None] = None
     # Encoder and feature volumes.
     volume_channels: int = 16
     """Feature channels per voxel of a source view's frustum volume."""
@@ -88,11 +100,12 @@ class GeNVSModelConfig(ModelConfig):
     """The U-Net denoises the target's difference from the rendered RGB (estimate = RGB + U-Net) instead of the target:
     the same EDM model family, but an early U-Net already returns the render's colours rather than grey (genvs-tiny)."""
     augment_prob: float = 0.12
-    """Karras augmentation, when the denoiser JSON has ``augment_wrapper`` true: probability of each transform (flips,
+    """Karras augmentation, when the denoiser JSON has "augment_wrapper": true: probability of each transform (flips,
     scale, rotation, anisotropy, translation), applied alike to the target and its feature image."""
     precision: Precision = "auto"
     """Autocast of the encoder, field MLP and U-Net (geometry and compositing stay fp32): "auto" is bf16 where the
-    device has it natively (CUDA from Ampere on; CPUs with AVX512 or AMX) and fp32 elsewhere; see precision.py."""
+    device has it natively (CUDA from Ampere on; CPUs with AVX512 or AMX) and fp32 elsewhere; "fp16" (V100, T4)
+    turns on the trainer's loss scaling; see precision.py."""
     cpu_reuse_freed_memory: bool = True
     """On the CPU (glibc), keep freed memory for reuse rather than returning it to the OS: large activations otherwise
     page-fault in again every step (genvs-tiny step 0.49 -> 0.45 s on 2 cores). Process-wide; see cpu_runtime.py."""
@@ -126,11 +139,12 @@ class GeNVSModelConfig(ModelConfig):
     render_object: int = 0
     """ns-render / ns-viewer without --camera-idx: the object (index in the evaluation split) to condition on."""
     render_source_view: int = 64
-    """... and its source view (view index; the first view where it does not exist)."""
+    """ns-render / ns-viewer without --camera-idx: the source view of render_object to condition on (view index; the
+    object's first view where it does not exist)."""
     render_sample_steps: int = DEFAULT_STEPS
-    """Denoiser steps (default sampler) of the ``sample`` output in ns-render / ns-viewer (0: NeRF outputs only)."""
+    """Denoiser steps (default sampler) of the "sample" output in ns-render / ns-viewer (0: NeRF outputs only)."""
     render_seed: int = 0
-    """Seed of the ``sample`` output in ns-render / ns-viewer (the same for every frame)."""
+    """Seed of the "sample" output in ns-render / ns-viewer (the same for every frame)."""
     eval_all_sample_steps: int = DEFAULT_STEPS
     """Denoiser steps (default sampler) for the diffusion samples that ns-eval scores (0: NeRF metrics only)."""
 
@@ -276,7 +290,9 @@ class GeNVSModel(Model):
 
     def render_settings(self, stratified: bool) -> RenderSettings:
         c = self.config
-        return RenderSettings(self.near, self.far, c.num_coarse_samples, c.num_importance_samples, stratified)
+        # The data's near and far are where the object's sphere begins and ends seen from its cameras.
+        radius = (self.far - self.near) / 2
+        return RenderSettings(radius, c.num_coarse_samples, c.num_importance_samples, stratified)
 
     def training_outputs(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         c, net = self.config, self.net

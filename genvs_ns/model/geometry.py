@@ -83,14 +83,29 @@ def image_rays(
     return rays_through_pixels(c2w, K, uv.expand(*c2w.shape[:-2], -1, -1))
 
 
+def depth_range(
+    position: Float[Tensor, "*batch 3"], radius: float
+) -> tuple[Float[Tensor, "*batch"], Float[Tensor, "*batch"]]:
+    """Near and far of a camera at ``position`` looking at the sphere of ``radius`` around the origin that holds the
+    object: its distance to the origin minus and plus the radius (near at least radius / 20, for a camera inside the
+    sphere).
+
+    With fixed planes, a camera farther out than the data's (a zoomed-out viewer, a wider camera path, a photo taken
+    from farther away) sampled empty space in front of the object; following the camera, SRN's cameras (all at one
+    distance) get the planes they were trained with.
+    """
+    distance = position.float().norm(dim=-1)
+    return (distance - radius).clamp_min(radius / 20), distance + radius
+
+
 @_fp32
 def world_to_frustum(
     points: Float[Tensor, "*batch n 3"],
     c2w: Float[Tensor, "*batch 3 4"],
     K: Float[Tensor, "*batch 3 3"],
     image_hw: tuple[int, int],
-    near: float,
-    far: float,
+    near: float | Float[Tensor, "*batch"],
+    far: float | Float[Tensor, "*batch"],
 ) -> Float[Tensor, "*batch n 3"]:
     """Normalised (x, y, z) in [-1, 1]^3 of world points inside a camera's frustum volume, for ``grid_sample``.
 
@@ -106,6 +121,32 @@ def world_to_frustum(
     v = -K[..., None, 1, 1] * local[..., 1] / safe + K[..., None, 1, 2]
     x = 2 * u / W - 1
     y = 2 * v / H - 1
+    if isinstance(near, Tensor):
+        near, far = near[..., None], far[..., None]
     z = 2 * (depth - near) / (far - near) - 1
     behind = depth <= 1e-6
     return torch.stack([x, y, z], dim=-1).masked_fill(behind[..., None], 2.0)
+
+
+def fundamental_matrix(
+    c2w_a: Float[Tensor, "*batch 3 4"],
+    K_a: Float[Tensor, "*batch 3 3"],
+    c2w_b: Float[Tensor, "*batch 3 4"],
+    K_b: Float[Tensor, "*batch 3 3"],
+) -> Float[Tensor, "*batch 3 3"]:
+    """F with ``x_b^T F x_a = 0`` for homogeneous pixel points (u, v, 1) of one world point seen by cameras a and b.
+
+    Pixel coordinates are this module's (pixel (u, v) spans [u, u + 1)); OpenCV keypoints, whose pixel centres are
+    integers, need 0.5 added first. Computed in float64: it is a product of five matrices, and a float64 matmul never
+    runs in TF32.
+    """
+    # OpenGL camera axes -> OpenCV's (y down, looking along +z), where x_cam = K^-1 (u, v, 1) up to scale.
+    flip = torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64, device=c2w_a.device)
+    R_a, R_b = c2w_a[..., :3, :3].double() * flip, c2w_b[..., :3, :3].double() * flip
+    R = R_b.transpose(-1, -2) @ R_a  # camera a's axes in camera b's
+    t = (R_b.transpose(-1, -2) @ (c2w_a[..., :3, 3:] - c2w_b[..., :3, 3:]).double())[..., 0]
+    zero = torch.zeros_like(t[..., 0])
+    t_cross = torch.stack(
+        [zero, -t[..., 2], t[..., 1], t[..., 2], zero, -t[..., 0], -t[..., 1], t[..., 0], zero], dim=-1
+    ).reshape(*t.shape[:-1], 3, 3)
+    return torch.linalg.inv(K_b.double()).transpose(-1, -2) @ t_cross @ R @ torch.linalg.inv(K_a.double())

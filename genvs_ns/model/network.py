@@ -113,9 +113,7 @@ class GeNVSNetwork(nn.Module):
         settings: RenderSettings,
     ) -> RenderOutputs:
         def field_fn(points: Tensor) -> tuple[Tensor, Tensor]:
-            feats = self.field.lookup(
-                cond.volumes, points, cond.c2w, cond.K, cond.image_hw, settings.near, settings.far
-            )
+            feats = self.field.lookup(cond.volumes, points, cond.c2w, cond.K, cond.image_hw, settings.radius)
             return self.field(feats)
 
         return render_rays(field_fn, origins, directions, settings, self.background)

@@ -2,7 +2,8 @@
 
 On a CPU without AVX512-BF16/AMX (an AVX2-only AMD EPYC here) oneDNN has no bf16 kernels and PyTorch falls back to
 scalar loops: a 2048^3 bf16 matmul ran at 0.27 GFLOP/s against 98 GFLOP/s in fp32, and a genvs-tiny step took 17 s
-instead of 1.2 s. CUDA GPUs before Ampere (V100, T4) likewise emulate bf16 slowly.
+instead of 1.2 s. CUDA GPUs before Ampere (V100, T4) likewise emulate bf16 slowly; they compute fp16 natively, whose
+narrow range needs loss scaling (the trainer's GradScaler turns on with ``fp16``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal
 
 import torch
 
-Precision = Literal["auto", "bf16", "fp32"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -35,7 +36,10 @@ def _native_bf16(device_type: str) -> bool:
 
 
 def autocast_dtype(precision: Precision, device: torch.device | str) -> torch.dtype | None:
-    """bf16 for ``"bf16"``, and for ``"auto"`` where the device has it natively; None (fp32) otherwise."""
+    """bf16 for ``"bf16"``, and for ``"auto"`` where the device has it natively; fp16 for ``"fp16"``; None (fp32)
+    otherwise."""
+    if precision == "fp16":
+        return torch.float16
     if precision == "bf16" or (precision == "auto" and native_bf16(device)):
         return torch.bfloat16
     return None

@@ -15,13 +15,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from genvs_ns.model.geometry import depth_range
+
 FieldFn = Callable[[Float[Tensor, "batch n 3"]], tuple[Float[Tensor, "batch n"], Float[Tensor, "batch n L"]]]
 
 
 @dataclass(frozen=True)
 class RenderSettings:
-    near: float  # ray distances bounding the samples
-    far: float
+    radius: float  # of the sphere around the origin holding the object: rays are sampled through its depth range
     num_coarse: int  # stratified samples per ray
     num_importance: int  # samples drawn from the coarse weights
     stratified: bool  # jitter samples (training) or take bin centres / evenly spaced quantiles (evaluation)
@@ -59,17 +60,19 @@ def render_rays(
     settings: RenderSettings,
     background: Float[Tensor, " L"],
 ) -> RenderOutputs:
-    near, far, stratified = settings.near, settings.far, settings.stratified
-    num_coarse, num_importance = settings.num_coarse, settings.num_importance
+    stratified, num_coarse, num_importance = settings.stratified, settings.num_coarse, settings.num_importance
     B, R, _ = origins.shape
     device = origins.device
+    # From the ray's origin, as the source volumes' planes are (geometry.depth_range): every ray of one camera is
+    # sampled between the same distances, wherever the camera is.
+    near, far = (x[..., None] for x in depth_range(origins, settings.radius))
 
     def query(t: Tensor) -> tuple[Tensor, Tensor]:
         points = origins[:, :, None] + directions[:, :, None] * t[..., None]
         density, latent = field_fn(points.reshape(B, -1, 3))
         return density.view(B, R, -1), latent.view(B, R, t.shape[-1], -1)
 
-    edges = torch.linspace(near, far, num_coarse + 1, device=device).expand(B, R, -1)
+    edges = near + (far - near) * torch.linspace(0, 1, num_coarse + 1, device=device)
     width = (far - near) / num_coarse
     jitter = (
         torch.rand(B, R, num_coarse, device=device)
@@ -88,8 +91,8 @@ def render_rays(
         latent = torch.cat([latent, latent_f], dim=-2).gather(-2, order[..., None].expand(-1, -1, -1, latent.shape[-1]))
     # Each sample stands for the stretch of ray closer to it than to its neighbours.
     mids = 0.5 * (t[..., 1:] + t[..., :-1])
-    starts = torch.cat([torch.full_like(t[..., :1], near), mids], dim=-1)
-    ends = torch.cat([mids, torch.full_like(t[..., :1], far)], dim=-1)
+    starts = torch.cat([near.expand_as(t[..., :1]), mids], dim=-1)
+    ends = torch.cat([mids, far.expand_as(t[..., :1])], dim=-1)
     weights, _, _ = nerfacc.render_weight_from_density(starts, ends, density)
     accumulation = nerfacc.accumulate_along_rays(weights, None)[..., 0]
     features = nerfacc.accumulate_along_rays(weights, latent) + (1 - accumulation[..., None]) * background

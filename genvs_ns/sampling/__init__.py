@@ -8,10 +8,17 @@ so CLIs can show it in --help and fail fast on bad arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 # Ancestral Euler: on the CPU demo's 32 held-out pairs it scored PSNR 15.8 / SSIM 0.76 against Heun's 15.1 / 0.72,
 # with half the denoiser evaluations; its fresh noise at every step hides a young U-Net's errors.
 DEFAULT_SAMPLER = "euler_ancestral"
+# k-diffusion's samplers that take a noise schedule (sampling/diffusion.py's SAMPLERS, which a test keeps this equal
+# to); written out so that --help lists them and tyro refuses a typo without importing k-diffusion.
+SamplerName = Literal[
+    "dpm_2", "dpm_2_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2s_ancestral", "dpmpp_3m_sde", "dpmpp_sde", "euler",
+    "euler_ancestral", "heun", "lms",
+]  # fmt: skip
 # Ancestral samplers' eta: 2 re-noises each step fully (k-diffusion caps the re-noise at the next noise level), so
 # every step starts from the denoiser's estimate plus fresh noise. On the demo checkpoint (32 held-out pairs) it cut
 # the samples' excess high-frequency energy from 1.21x the truth's to 1.03x (eta 1; 1.4-1.6x for the deterministic
@@ -29,8 +36,8 @@ DEFAULT_S_NOISE = 0.8
 class SamplerSettings:
     """How a diffusion sample is drawn: a k-diffusion sampler on a Karras noise schedule."""
 
-    sampler: str = DEFAULT_SAMPLER
-    """k-diffusion sampler: euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral, lms, dpmpp_2m, dpmpp_sde, ..."""
+    sampler: SamplerName = DEFAULT_SAMPLER
+    """k-diffusion sampler (those that take a noise schedule)."""
     steps: int = DEFAULT_STEPS
     """Denoiser steps per sample."""
     churn: float = 0.0

@@ -37,6 +37,9 @@ class GeneratedPath:
     samples: Float[Tensor, "frames 3 H W"]
     nerf_rgb: Float[Tensor, "frames 3 H W"]
     context: list[list[str]]  # per frame: which views conditioned it ("input0", "frame3", ...)
+    # The NeRF's rendered depth (distance along the unit ray) and opacity of each frame, for the consistency scores.
+    depth: Float[Tensor, "frames H W"] = field(default_factory=lambda: torch.empty(0))
+    accumulation: Float[Tensor, "frames H W"] = field(default_factory=lambda: torch.empty(0))
     progress: list[Tensor] = field(default_factory=list)  # per frame: [steps, 3, H, W] denoised estimates
 
 
@@ -67,7 +70,7 @@ def generate_path(
     inputs = [encode(img, c, k) for img, c, k in zip(input_images, input_c2w, input_K)]
     frames: list[Conditioning] = []
     result = GeneratedPath(samples=torch.empty(0), nerf_rgb=torch.empty(0), context=[])
-    samples, nerf = [], []
+    samples, nerf, depth, accumulation = [], [], [], []
     for i in range(len(target_c2w)):
         names = [f"input{k}" for k in range(len(inputs))]
         views = list(inputs)
@@ -100,6 +103,8 @@ def generate_path(
         frame = out["sample"][0]
         samples.append(frame.cpu())
         nerf.append(out["rgb"][0].cpu())
+        depth.append(out["depth"][0, 0].float().cpu())
+        accumulation.append(out["accumulation"][0, 0].float().cpu())
         frames.append(encode(frame, target_c2w[i], target_K[i]))
         result.context.append(names)
         if save_progress:
@@ -107,4 +112,5 @@ def generate_path(
         if on_frame is not None:
             on_frame(i)
     result.samples, result.nerf_rgb = torch.stack(samples), torch.stack(nerf)
+    result.depth, result.accumulation = torch.stack(depth), torch.stack(accumulation)
     return result

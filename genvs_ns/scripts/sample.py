@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import List, Union
+from typing import List, Literal, Union
 
 import torch
 import tyro
@@ -29,11 +29,11 @@ class SampleArgs:
     load_config: Path
     """config.yml written by ns-train."""
     output_dir: Path
-    """Folder for frames/, samples.mp4, nerf_rgb.mp4, contact_sheet.png and run.json."""
+    """Folder for frames/, samples.mp4, nerf_rgb.mp4, contact_sheet.png, consistency.json and run.json."""
     object: Union[int, str] = 0
     """Object of the data set split: an index or an instance id."""
-    split: str = "test"
-    """Data set split to take the object from (test, val or train)."""
+    split: Literal["test", "val", "train"] = "test"
+    """Data set split to take the object from."""
     input_views: List[int] = field(default_factory=list)
     """View indices of the object to condition on (1-3); default: view 64 where it exists, else the first."""
     image: Path | None = None
@@ -93,6 +93,7 @@ def main(args: SampleArgs) -> dict:
         _fail("--guidance-scale must be at least 0 (1: plain conditional sampling)")
     if args.image is not None and not args.image.is_file():
         _fail(f"{args.image}: no such image")
+    from genvs_ns.consistency import path_scores, summary
     from genvs_ns.sampling.autoregressive import ContextPolicy, generate_path
     from genvs_ns.sampling.diffusion import get_sampler
 
@@ -174,13 +175,18 @@ def main(args: SampleArgs) -> dict:
     pad = torch.ones(max(0, per_row - len(input_images)), 3, H, W)
     inputs = torch.cat([input_images, pad])[:per_row]  # first row: the input view(s)
     save_image(torch.cat([inputs, *rows]), out / "contact_sheet.png", nrow=per_row, padding=1, pad_value=1.0)
+    consistency = path_scores(
+        result.samples, result.nerf_rgb, result.depth, result.accumulation, target_c2w, target_K, gt_frames, args.seed
+    )
+    (out / "consistency.json").write_text(json.dumps(consistency, indent=1))
     run = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()},
         "frames": len(result.samples),
         "seconds": round(seconds, 2),
         "seconds_per_frame": round(seconds / len(result.samples), 3),
         "context": result.context,
-        "outputs": ["frames/", "samples.mp4", "nerf_rgb.mp4", "contact_sheet.png"],
+        "consistency": {k: summary(v) for k, v in consistency.items() if isinstance(v, dict)},
+        "outputs": ["frames/", "samples.mp4", "nerf_rgb.mp4", "contact_sheet.png", "consistency.json"],
     }
     (out / "run.json").write_text(json.dumps(run, indent=1))
     return run

@@ -1,0 +1,134 @@
+"""Training batches decoded ahead of the step, in background worker processes.
+
+The plan (which objects, which views) is drawn in the training process from one seeded generator, so the batches
+are the same whatever the number of workers; the workers only decode PNGs. They return uint8 pixels: a quarter of the
+bytes to pin and copy to a GPU, converted to float on the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int, UInt8
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from genvs_ns.data.dataset import SRNDataset
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Dataset image indices of one batch: ``sources[b]`` are object b's source views, ``targets[b]`` its target."""
+
+    sources: tuple[tuple[int, ...], ...]
+    targets: tuple[int, ...]
+
+
+@dataclass
+class RawBatch:
+    """A batch as it leaves the workers: pixels still uint8 (and pinned where a GPU will receive them)."""
+
+    source_images: UInt8[Tensor, "batch views 3 H W"]
+    source_c2w: Float[Tensor, "batch views 3 4"]
+    source_K: Float[Tensor, "batch views 3 3"]
+    target_image: UInt8[Tensor, "batch 3 H W"]
+    target_c2w: Float[Tensor, "batch 3 4"]
+    target_K: Float[Tensor, "batch 3 3"]
+    object_index: Int[Tensor, " batch"]
+    target_index: Int[Tensor, " batch"]
+
+    def pin_memory(self) -> RawBatch:
+        # DataLoader(pin_memory=True) calls this on custom batch types.
+        return RawBatch(**{k: v.pin_memory() for k, v in vars(self).items()})
+
+    def to_device(self, device: torch.device | str) -> dict[str, Tensor]:
+        """Float pixels in [0, 1] on ``device``; ``non_blocking`` overlaps the copy with compute when pinned."""
+        out = {k: v.to(device, non_blocking=True) for k, v in vars(self).items()}
+        out["source_images"] = out["source_images"].float() / 255.0
+        out["target_image"] = out["target_image"].float() / 255.0
+        return out
+
+
+def load_batch(ds: SRNDataset, plan: BatchPlan) -> RawBatch:
+    def stack(idx: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        return torch.stack([ds.image_uint8(i) for i in idx]), ds.c2w[idx], ds.K[idx]
+
+    src = [stack(list(s)) for s in plan.sources]
+    tgt_images, tgt_c2w, tgt_K = stack(list(plan.targets))
+    targets = list(plan.targets)
+    return RawBatch(
+        source_images=torch.stack([s[0] for s in src]),
+        source_c2w=torch.stack([s[1] for s in src]),
+        source_K=torch.stack([s[2] for s in src]),
+        target_image=tgt_images,
+        target_c2w=tgt_c2w,
+        target_K=tgt_K,
+        object_index=ds.object_index[targets],
+        target_index=torch.tensor(targets),
+    )
+
+
+def draw_plan(
+    ds: SRNDataset, objects: list[int], rng: np.random.Generator, batch: int, min_sources: int, max_sources: int
+) -> BatchPlan:
+    """``batch`` objects drawn with replacement, one source count for the whole batch (bounded by the object with
+    fewest views), distinct views per object."""
+    picked_objects = rng.choice(objects, size=batch, replace=True)
+    fewest = min(len(ds.object_images[o]) for o in picked_objects)
+    num_sources = int(rng.integers(min_sources, max_sources + 1))
+    num_sources = max(1, min(num_sources, fewest - 1))
+    sources, targets = [], []
+    for obj in picked_objects:
+        views = rng.choice(ds.object_images[obj], size=num_sources + 1, replace=False).tolist()
+        sources.append(tuple(views[:-1]))
+        targets.append(views[-1])
+    return BatchPlan(tuple(sources), tuple(targets))
+
+
+class _Plans(Sampler[BatchPlan]):
+    """Endless batch plans; iterated in the training process only (the DataLoader hands each plan to a worker)."""
+
+    def __init__(
+        self, ds: SRNDataset, objects: list[int], rng: np.random.Generator, batch: int, views: tuple[int, int]
+    ):
+        self.args = (ds, objects, rng, batch, *views)
+
+    def __iter__(self) -> Iterator[BatchPlan]:
+        while True:
+            yield draw_plan(*self.args)
+
+
+class _Decode(Dataset[RawBatch]):
+    def __init__(self, ds: SRNDataset):
+        self.ds = ds
+
+    def __getitem__(self, plan: BatchPlan) -> RawBatch:  # type: ignore[override]
+        return load_batch(self.ds, plan)
+
+
+def prefetching_batches(
+    ds: SRNDataset,
+    objects: list[int],
+    rng: np.random.Generator,
+    batch: int,
+    views: tuple[int, int],
+    num_workers: int,
+    pin_memory: bool,
+) -> Iterator[RawBatch]:
+    """Endless training batches. ``num_workers`` 0 decodes in this process, between steps."""
+    plans = _Plans(ds, objects, rng, batch, views)
+    if num_workers == 0:
+        return (load_batch(ds, plan) for plan in plans)
+    loader = DataLoader(
+        _Decode(ds),
+        batch_size=None,
+        sampler=plans,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=True,
+        prefetch_factor=2,
+    )
+    return iter(loader)

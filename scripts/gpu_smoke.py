@@ -1,0 +1,308 @@
+"""GPU smoke check of the paths only a GPU takes; prints one JSON object, exits 1 if any check failed.
+
+    .venv/bin/python scripts/gpu_smoke.py [--out DIR] [--steps 60]
+
+On a machine without CUDA the GPU parts are skipped (each says so in the JSON) and the rest still runs: the tests run
+it that way. On one H200 the whole takes a few minutes (training 60 steps of the paper preset at 128 px, a search for
+the largest batch). Checks:
+- device: name, bf16 in hardware, tiny-cuda-nn importable;
+- trilinear: grid_sample on the device against the numba CPU kernel, values and volume gradients on the same inputs;
+- field_tcnn: the field with tiny-cuda-nn's MLP (where installed): forward and backward shapes, finite values;
+- train: the `genvs` preset, 60 steps on 128-px toy data through nerfstudio's Trainer: median step time, peak GPU
+  memory, GPU utilisation (NVML) and the share of the step spent waiting for data;
+- mixed_precision: `ns-train genvs --mixed-precision True` for 3 steps, through the CLI;
+- sample: `genvs-sample --sampler heun --churn 1` on the trained checkpoint, through the CLI;
+- max_batch: the largest objects_per_batch (doubling from 8) whose training step fits, with peak memory per object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+BIN = Path(sys.executable).parent
+NO_CUDA = "skipped: no CUDA device"
+
+
+def _check(name: str, fn: Callable[[], dict], results: dict) -> None:
+    start = time.perf_counter()
+    try:
+        results[name] = {**fn(), "seconds": round(time.perf_counter() - start, 1)}
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, and the rest still runs
+        results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
+
+
+def device_info() -> dict:
+    from genvs_ns.model.precision import native_bf16
+
+    try:
+        import tinycudann  # noqa: F401
+
+        tcnn = True
+    except ImportError:
+        tcnn = False
+    cuda = torch.cuda.is_available()
+    return {
+        "cuda": cuda,
+        "name": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__,
+        "native_bf16": native_bf16("cuda" if cuda else "cpu"),
+        "tcnn": tcnn,
+    }
+
+
+def trilinear() -> dict:
+    """The device's grid_sample path against the numba kernel (the CPU path), on the same inputs."""
+    from genvs_ns.model.trilinear import _cpu_function, trilinear_mean
+
+    if _cpu_function() is None:
+        return {"status": "skipped: numba kernel unavailable"}
+    gen = torch.Generator().manual_seed(0)
+    volumes = torch.randn(2, 3, 16, 8, 12, 10, generator=gen)
+    coords = torch.rand(2, 3, 4000, 3, generator=gen) * 2.4 - 1.2  # some points outside the volumes
+    grad_out = torch.randn(2, 4000, 16, generator=gen)
+
+    def run(device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        vol = volumes.to(device, copy=True).requires_grad_()
+        out = trilinear_mean(vol, coords.to(device))
+        out.backward(grad_out.to(device))
+        return out.detach().cpu(), vol.grad.detach().cpu()
+
+    kernel_out, kernel_grad = run("cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        # The reference on the CPU: grid_sample as the CUDA path calls it.
+        import genvs_ns.model.trilinear as tri
+
+        original = tri._cpu_function
+        tri._cpu_function = lambda: None  # type: ignore[assignment]
+        try:
+            ref_out, ref_grad = run("cpu")
+        finally:
+            tri._cpu_function = original  # type: ignore[assignment]
+    else:
+        ref_out, ref_grad = run(device)
+    value_err = float((ref_out - kernel_out).abs().max())
+    grad_err = float((ref_grad - kernel_grad).abs().max())
+    return {
+        "reference": "grid_sample on " + device,
+        "max_abs_diff_values": value_err,
+        "max_abs_diff_grads": grad_err,
+        "ok": value_err < 1e-4 and grad_err < 1e-3,
+    }
+
+
+def field_tcnn() -> dict:
+    if not torch.cuda.is_available():
+        return {"status": NO_CUDA}
+    try:
+        import tinycudann  # noqa: F401
+    except ImportError:
+        return {"status": "skipped: tiny-cuda-nn not installed"}
+    from genvs_ns.model.field import FrustumField
+
+    field = FrustumField(16, 64, 3, 16, implementation="tcnn", colour_inputs=True).cuda()
+    features = torch.rand(2, 4096, 16, device="cuda", requires_grad=True)
+    density, latent = field(features)
+    (density.sum() + latent.sum()).backward()
+    finite = bool(torch.isfinite(density).all() and torch.isfinite(latent).all())
+    return {"density_shape": list(density.shape), "latent_shape": list(latent.shape), "finite": finite, "ok": finite}
+
+
+class _GpuUtilisation:
+    """Mean GPU utilisation (NVML) sampled every 0.1 s in a thread."""
+
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _GpuUtilisation:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        except Exception:  # noqa: BLE001 - NVML missing: utilisation is reported as None
+            return self
+
+        def sample() -> None:
+            while not self._stop.wait(0.1):
+                self.samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return round(statistics.mean(self.samples), 1) if self.samples else None
+
+
+def _paper_config(data: Path, out: Path, steps: int, objects: int):
+    from genvs_ns.config import genvs_trainer
+
+    config = genvs_trainer()
+    config.pipeline.datamanager.data = data
+    config.pipeline.datamanager.objects_per_batch = objects
+    config.output_dir, config.experiment_name, config.timestamp = out, "smoke", f"b{objects}"
+    config.max_num_iterations = steps
+    config.vis = "tensorboard"
+    config.steps_per_save = steps
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
+    return config
+
+
+def train(data: Path, out: Path, steps: int) -> dict:
+    if not torch.cuda.is_available():
+        return {"status": NO_CUDA}
+    config = _paper_config(data, out, steps, objects=8)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    dm = trainer.pipeline.datamanager
+    data_s: list[float] = []
+    step_s: list[float] = []
+    next_train, train_iteration = dm.next_train, trainer.train_iteration
+
+    def timed_next_train(step: int):
+        start = time.perf_counter()
+        batch = next_train(step)
+        data_s.append(time.perf_counter() - start)
+        return batch
+
+    def timed_iteration(step: int):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = train_iteration(step)
+        torch.cuda.synchronize()
+        step_s.append(time.perf_counter() - start)
+        return result
+
+    dm.next_train = timed_next_train  # type: ignore[method-assign]
+    trainer.train_iteration = timed_iteration  # type: ignore[method-assign]
+    torch.cuda.reset_peak_memory_stats()
+    with _GpuUtilisation() as util:
+        trainer.train()
+    warm = slice(5, None)  # the first steps compile kernels and start the data workers
+    return {
+        "steps": len(step_s),
+        "objects_per_batch": 8,
+        "median_step_s": round(statistics.median(step_s[warm]), 4),
+        "data_share": round(sum(data_s[warm]) / sum(step_s[warm]), 4),
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "gpu_utilisation_percent": util.mean,
+        "config": str(out / "smoke" / "genvs" / "b8" / "config.yml"),
+        "ok": len(step_s) == steps,
+    }
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600)
+
+
+def mixed_precision(data: Path, out: Path) -> dict:
+    if not torch.cuda.is_available():
+        return {"status": NO_CUDA}
+    res = _cli(
+        BIN / "ns-train", "genvs", "--data", data, "--max-num-iterations", "3", "--mixed-precision", "True",
+        "--vis", "tensorboard", "--output-dir", out, "--experiment-name", "mixed", "--timestamp", "t",
+    )  # fmt: skip
+    return {"returncode": res.returncode, "stderr_tail": res.stderr[-800:], "ok": res.returncode == 0}
+
+
+def sample(config: str | None, out: Path) -> dict:
+    if not torch.cuda.is_available():
+        return {"status": NO_CUDA}
+    if config is None or not Path(config).exists():
+        return {"error": "no checkpoint: the train check failed"}
+    res = _cli(
+        BIN / "genvs-sample", "--load-config", config, "--output-dir", out, "--sampler", "heun", "--churn", "1",
+        "--num-frames", "4", "--steps", "10",
+    )  # fmt: skip
+    return {"returncode": res.returncode, "stderr_tail": res.stderr[-800:], "ok": res.returncode == 0}
+
+
+def max_batch(data: Path, out: Path) -> dict:
+    """Doubling from 8 objects until a training step runs out of memory (or 512 fits)."""
+    if not torch.cuda.is_available():
+        return {"status": NO_CUDA}
+    from nerfstudio.engine.optimizers import Optimizers
+
+    peaks: dict[int, float] = {}
+    objects = 1
+    while objects <= 512:
+        config = _paper_config(data, out, 1, objects)
+        config.pipeline.datamanager.num_workers = 0
+        try:
+            pipeline = config.pipeline.setup(device="cuda", test_mode="val")
+            optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
+            torch.cuda.reset_peak_memory_stats()
+            _, losses, _ = pipeline.get_train_loss_dict(0)
+            sum(losses.values()).backward()
+            optimizers.optimizer_step_all()
+            torch.cuda.synchronize()
+            peaks[objects] = torch.cuda.max_memory_allocated() / 2**30
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            pipeline = optimizers = losses = None  # noqa: F841 - freed before the next size
+            torch.cuda.empty_cache()
+        objects = 8 if objects == 1 else objects * 2
+    sizes = sorted(peaks)
+    per_object = (peaks[sizes[-1]] - peaks[sizes[0]]) / (sizes[-1] - sizes[0]) if len(sizes) > 1 else None
+    return {
+        "largest_fitting": sizes[-1] if sizes else 0,
+        "peak_gib_by_objects": {k: round(v, 2) for k, v in peaks.items()},
+        "gib_per_object": round(per_object, 3) if per_object else None,
+        "total_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
+        "ok": bool(sizes),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="where runs and samples go (default: a temporary dir)")
+    parser.add_argument("--steps", type=int, default=60, help="training steps of the train check")
+    args = parser.parse_args()
+    from genvs_ns.cpu_runtime import flush_denormals, reuse_freed_memory
+    from genvs_ns.data.toy import generate
+
+    reuse_freed_memory()
+    flush_denormals()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        results: dict = {}
+        _check("device", device_info, results)
+        _check("trilinear", trilinear, results)
+        _check("field_tcnn", field_tcnn, results)
+        data = out / "data"
+        if torch.cuda.is_available():
+            generate(data, num_objects=24, num_views=12, resolution=128, seed=0)
+        _check("train", lambda: train(data, out / "runs", args.steps), results)
+        _check("mixed_precision", lambda: mixed_precision(data, out / "runs"), results)
+        _check("sample", lambda: sample(results["train"].get("config"), out / "sample"), results)
+        _check("max_batch", lambda: max_batch(data, out / "runs"), results)
+    failed = [name for name, r in results.items() if "error" in r or r.get("ok") is False]
+    results["failed"] = failed
+    print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
