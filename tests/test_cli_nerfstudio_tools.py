@@ -31,7 +31,7 @@ def test_ns_eval_writes_nerf_and_sample_metrics(tiny_run, tmp_path):
         assert isinstance(results["nerf_fid"], float)
     else:
         assert "cannot be downloaded" in results["fid_skipped"]
-    assert len(list((tmp_path / "r").glob("eval_source_gt_nerf_sample_*.png"))) == 2
+    assert len(list((tmp_path / "r").glob("eval_img_*.png"))) == 2
 
 
 @pytest.mark.slow

@@ -75,7 +75,7 @@ def test_loss_falls_and_ema_follows(toy32):
     # Eval path: fixed held-out pair, EMA weights, NeRF RGB at image resolution.
     metrics, images = pipeline.get_eval_image_metrics_and_images(100)
     assert {"psnr", "ssim"} <= set(metrics) and metrics["psnr"] > 8
-    assert images["source_gt_nerf_sample"].shape == (32, 96, 3)
+    assert images["img"].shape == (32, 96, 3) and images["depth"].shape == images["accumulation"].shape == (32, 32, 3)
 
 
 def test_volumes_carry_source_colours_and_field_rgb_starts_from_them(toy32):

@@ -17,6 +17,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.configs.config_utils import to_immutable_dict
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerDropdown, ViewerNumber
 from torch import Tensor
@@ -26,7 +27,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from genvs_ns.cpu_runtime import flush_denormals, reuse_freed_memory
 from genvs_ns.model.augment import augment_jointly
 from genvs_ns.model.ema import ema_update
-from genvs_ns.model.geometry import image_rays, intrinsics_matrix
+from genvs_ns.model.geometry import depth_range, image_rays, intrinsics_matrix
 from genvs_ns.model.network import Conditioning, GeNVSNetwork, NetworkSizes
 from genvs_ns.model.precision import Precision, autocast, autocast_dtype
 from genvs_ns.model.renderer import RenderSettings
@@ -527,11 +528,16 @@ class GeNVSModel(Model):
             metrics["sample_psnr"] = float(peak_signal_noise_ratio(outputs["sample"], gt, data_range=1.0))
             metrics["sample_ssim"] = float(structural_similarity_index_measure(outputs["sample"], gt, data_range=1.0))
             row.append(outputs["sample"])
-        depth = outputs["depth"]
-        depth = ((depth - self.near) / (self.far - self.near)).clamp(0, 1).expand(-1, 3, -1, -1)
+        # As nerfstudio's methods show them: turbo between the target camera's near and far planes, masked by
+        # accumulation; "img" is the side-by-side (source | truth | NeRF RGB | sample).
+        near, far = depth_range(batch["target_c2w"][0, :3, 3], (self.far - self.near) / 2)
+        accumulation = outputs["accumulation"][0].permute(1, 2, 0)
+        depth = colormaps.apply_depth_colormap(
+            outputs["depth"][0].permute(1, 2, 0), accumulation, near_plane=float(near), far_plane=float(far)
+        )
         images = {
-            "source_gt_nerf_sample": torch.cat(row, dim=-1)[0].permute(1, 2, 0),
-            "depth": depth[0].permute(1, 2, 0),
-            "accumulation": outputs["accumulation"][0].expand(3, -1, -1).permute(1, 2, 0),
+            "img": torch.cat(row, dim=-1)[0].permute(1, 2, 0),
+            "depth": depth,
+            "accumulation": colormaps.apply_colormap(accumulation),
         }
         return metrics, images
