@@ -95,3 +95,14 @@ def test_viewer_controls_and_training_camera_clicks_choose_the_source(pipeline):
         for element in elements:
             element.remove()
         server.stop()
+
+
+def test_bare_rays_as_ns_export_sends_them_stop_in_one_line(pipeline):
+    """ns-export pointcloud/poisson/tsdf render rays of one scene; a genvs model needs source views."""
+    from nerfstudio.cameras.rays import RayBundle
+
+    rays = RayBundle(origins=torch.zeros(4, 3), directions=torch.ones(4, 3), pixel_area=torch.ones(4, 1))
+    with pytest.raises(SystemExit) as err:
+        pipeline.model.get_outputs(rays)
+    message = str(err.value)
+    assert message.startswith("genvs-ns: error: ") and "\n" not in message and "ns-export" in message

@@ -283,8 +283,13 @@ class GeNVSModel(Model):
 
     def get_outputs(self, inputs) -> Dict[str, Tensor]:
         if isinstance(inputs, RayBundle):
-            # Rays alone say nothing about which object to show; cameras go through get_outputs_for_camera.
-            raise NotImplementedError("genvs renders need source views: use get_outputs_for_camera or object batches")
+            # Rays alone say nothing about which object to show; cameras go through get_outputs_for_camera. Only
+            # nerfstudio's per-scene tools (ns-export pointcloud / poisson / tsdf) come here: one line for them, as
+            # DataError gives for bad data (a SystemExit, which they do not catch).
+            raise SystemExit(
+                "genvs-ns: error: genvs renders need source views, not bare rays: ns-export's pointcloud, poisson and "
+                "tsdf do not apply to a genvs checkpoint; genvs-sample generates the views of an object"
+            )
         return self.training_outputs(inputs)
 
     # ---- training --------------------------------------------------------------------------------------------
