@@ -56,9 +56,9 @@ def load_batch(ds: SRNDataset, plan: BatchPlan) -> RawBatch:
     def stack(idx: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         return torch.stack([ds.image_uint8(i) for i in idx]), ds.c2w[idx], ds.K[idx]
 
-    src = [stack(list(s)) for s in plan.sources]
-    tgt_images, tgt_c2w, tgt_K = stack(list(plan.targets))
     targets = list(plan.targets)
+    src = [stack(list(s)) for s in plan.sources]
+    tgt_images, tgt_c2w, tgt_K = stack(targets)
     return RawBatch(
         source_images=torch.stack([s[0] for s in src]),
         source_c2w=torch.stack([s[1] for s in src]),
