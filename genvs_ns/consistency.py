@@ -8,7 +8,7 @@
   between neighbouring frames must lie on the epipolar lines the known cameras predict. Needs no depth; higher is
   more consistent.
 
-Cameras are nerfstudio's (OpenGL c2w, pixel intrinsics); all camera math is ``genvs_ns.model.geometry``'s.
+Cameras are nerfstudio's (OpenGL c2w, pixel intrinsics); all camera math is ``genvs_ns.geometry``'s.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from genvs_ns.model.geometry import fundamental_matrix, pixel_centres, rays_through_pixels, world_to_frustum
+from genvs_ns.geometry import fundamental_matrix, pixel_centres, rays_through_pixels, world_to_frustum
 
 # Yu et al.'s thresholds at 256 px: a pair is consistent with >= 10 matches whose median epipolar distance is < 2 px.
 TSED_THRESHOLD_AT_256 = 2.0

@@ -1,4 +1,4 @@
-"""Process-wide CPU settings that training and rendering on the CPU need: the model applies them when built there.
+"""Process-wide CPU settings that training and rendering on the CPU need: commands apply them when they start.
 
 Freed memory kept for reuse (glibc only). glibc serves every allocation above 32 MB with a fresh ``mmap`` and unmaps
 it on free, so each of the training step's large activations (a paper-size field layer is 134 MB) page-faults in
@@ -64,3 +64,17 @@ def flush_denormals() -> bool:
     of a parallel operation now flushes; False where the CPU has no such mode, or where PyTorch's worker threads were
     already running (they keep their own flags: set this before the first large tensor operation)."""
     return torch.set_flush_denormal(True) and denormals_flushed()
+
+
+def apply_cpu_settings(reuse_memory: bool, flush: bool) -> None:
+    """The settings above that a config asks for; only where a command starts (the pipeline, before it builds
+    anything), since denormal flushing reaches only threads started after it."""
+    if reuse_memory:
+        reuse_freed_memory()
+    if flush and not flush_denormals():
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            "[yellow]genvs-ns: denormal floats are not flushed to zero on every CPU thread (the threads started "
+            "earlier); training may slow down once Adam's state turns denormal"
+        )

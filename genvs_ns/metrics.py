@@ -21,6 +21,11 @@ def _weights(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
+def missing_weights(name: str, label: str) -> str:
+    """Why a metric is skipped: its weights are not in torch's hub cache (nothing is downloaded)."""
+    return f"{label} weights not found at {_weights(name)} (they cannot be downloaded here)"
+
+
 def perceptual_metrics(
     predictions: Dict[str, Float[Tensor, "n 3 H W"]], targets: Float[Tensor, "n 3 H W"]
 ) -> Dict[str, Union[float, str]]:
@@ -35,7 +40,7 @@ def perceptual_metrics(
             result[f"{name}_lpips"] = float(lpips(images.clamp(0, 1), targets))
             lpips.reset()
     else:
-        result["lpips_skipped"] = f"VGG-16 weights not found at {vgg} (they cannot be downloaded here)"
+        result["lpips_skipped"] = missing_weights(VGG16_FILE, "VGG-16")
     inception = _weights(INCEPTION_FILE)
     if inception.is_file() and len(targets) >= 2:
         from torchmetrics.image.fid import FrechetInceptionDistance
@@ -46,7 +51,7 @@ def perceptual_metrics(
             fid.update(images.clamp(0, 1), real=False)
             result[f"{name}_fid"] = float(fid.compute())
     elif not inception.is_file():
-        result["fid_skipped"] = f"Inception weights not found at {inception} (they cannot be downloaded here)"
+        result["fid_skipped"] = missing_weights(INCEPTION_FILE, "Inception")
     else:
         result["fid_skipped"] = "FID needs at least 2 images"
     return result

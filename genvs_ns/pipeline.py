@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,14 +13,21 @@ import torch.distributed as dist
 import torchvision.utils as vutils
 from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.cuda.amp.grad_scaler import GradScaler
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from genvs_ns.cpu_runtime import apply_cpu_settings
 from genvs_ns.data.datamanager import GeNVSDataManager, GeNVSDataManagerConfig
+from genvs_ns.data.prefetch import ObjectBatch
+from genvs_ns.errors import GeNVSError, exits_on_user_error
+from genvs_ns.geometry import estimate_up
 from genvs_ns.metrics import perceptual_metrics
-from genvs_ns.model.genvs_model import GeNVSModel, GeNVSModelConfig, apply_cpu_settings
-from genvs_ns.sampling import default_sampling
-from genvs_ns.sampling.trajectories import estimate_up
+from genvs_ns.model.genvs_model import GeNVSModel
+from genvs_ns.model.model_config import GeNVSModelConfig
+from genvs_ns.sampling import DEFAULT_STEPS, default_sampling
+from genvs_ns.sampling.camera_renders import CameraRenderConfig, CameraRenders
+from genvs_ns.sampling.views import render_pairs
 from genvs_ns.video import ensure_ffmpeg_on_path
 
 
@@ -32,6 +40,20 @@ class GeNVSPipelineConfig(VanillaPipelineConfig):
     """Object-level datamanager."""
     model: GeNVSModelConfig = field(default_factory=GeNVSModelConfig)
     """The GeNVS model."""
+    eval_sample_steps: int = 0
+    """Denoiser steps (default sampler) for a diffusion sample in the periodic eval images (0: NeRF renders only)."""
+    eval_all_sample_steps: int = DEFAULT_STEPS
+    """Denoiser steps (default sampler) for the diffusion samples that ns-eval scores (0: NeRF metrics only)."""
+    renders: CameraRenderConfig = field(default_factory=CameraRenderConfig)
+    """ns-render / ns-viewer: the source view a camera-only render is conditioned on, and its sample."""
+
+    def __setstate__(self, state: dict) -> None:
+        # A config.yml is unpickled without __init__: one written before a field existed gets that field's default.
+        self.__dict__.update({**GeNVSPipelineConfig().__dict__, **state})
+
+    @exits_on_user_error  # how ns-train, ns-eval, ns-render, ns-viewer and ns-export build the pipeline
+    def setup(self, **kwargs) -> "GeNVSPipeline":
+        return super().setup(**kwargs)
 
 
 class GeNVSPipeline(VanillaPipeline):
@@ -60,7 +82,8 @@ class GeNVSPipeline(VanillaPipeline):
             # imports it for every method.
             ensure_ffmpeg_on_path()
         if torch.device(device).type == "cpu":
-            apply_cpu_settings(config.model)
+            # Process-wide, so here at the start of every command that builds a pipeline, before any worker thread.
+            apply_cpu_settings(config.model.cpu_reuse_freed_memory, config.model.cpu_flush_denormals)
         self.datamanager = config.datamanager.setup(
             device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank
         )
@@ -78,7 +101,8 @@ class GeNVSPipeline(VanillaPipeline):
             grad_scaler=grad_scaler,
         )
         self.model.to(device)
-        self.model.set_conditioning_datasets(self.datamanager.eval_dataset or train, train)
+        self.camera_renders = CameraRenders(self.model, self.datamanager.eval_dataset or train, train, config.renders)
+        self.model.set_camera_renders(self.camera_renders.render)
         self.world_size = world_size
         self._said_skipped = False
         self._ddp_device_ids = [local_rank] if torch.device(device).type == "cuda" else None
@@ -101,8 +125,8 @@ class GeNVSPipeline(VanillaPipeline):
         # good checkpoints one save interval later.
         if not bool(torch.isfinite(sum(loss.detach() for loss in losses.values()))):
             bad = {k: float(v) for k, v in losses.items() if not bool(torch.isfinite(v.detach()))}
-            raise SystemExit(
-                f"genvs-ns: error: step {step}: non-finite loss ({', '.join(f'{k} {v}' for k, v in bad.items())}); "
+            raise GeNVSError(
+                f"step {step}: non-finite loss ({', '.join(f'{k} {v}' for k, v in bad.items())}); "
                 "stopped before the update, checkpoints so far are intact"
             )
         return outputs, losses, metrics
@@ -117,30 +141,21 @@ class GeNVSPipeline(VanillaPipeline):
         self.train()
         return outputs, losses, metrics
 
-    def _eval_outputs(
-        self, batch: Dict[str, torch.Tensor], sample_steps: int, generator: torch.Generator | None = None
-    ):
-        return self.model.render_views(
-            batch["source_images"],
-            batch["source_c2w"],
-            batch["source_K"],
-            batch["target_c2w"],
-            batch["target_K"],
-            sampling=default_sampling(sample_steps),
-            generator=generator,
-        )
+    def _eval_outputs(self, batch: ObjectBatch, sample_steps: int, generator: torch.Generator | None = None):
+        return render_pairs(self.model, batch, default_sampling(sample_steps), generator)
 
     @torch.no_grad()
     def get_eval_image_metrics_and_images(self, step: int):
         self.eval()
         batch, _ = self.datamanager.next_eval_image(step)
-        outputs = self._eval_outputs(batch, self.model.config.eval_sample_steps)
+        outputs = self._eval_outputs(batch, self.config.eval_sample_steps)
         metrics, images = self.model.get_image_metrics_and_images(outputs, batch)
-        metrics["num_rays"] = int(batch["target_image"].shape[-1] * batch["target_image"].shape[-2])
+        metrics["num_rays"] = int(batch.target_image.shape[-1] * batch.target_image.shape[-2])
         self.train()
         return metrics, images
 
     @torch.no_grad()
+    @exits_on_user_error  # ns-eval
     def get_average_eval_image_metrics(
         self, step: int | None = None, output_path: Path | None = None, get_std: bool = False
     ) -> Dict[str, float | str]:
@@ -150,22 +165,31 @@ class GeNVSPipeline(VanillaPipeline):
         """
         self.eval()
         generator = torch.Generator(device=self.device).manual_seed(0)
-        steps = self.model.config.eval_all_sample_steps
+        steps = self.config.eval_all_sample_steps
         if output_path is not None:
             output_path.mkdir(parents=True, exist_ok=True)
         per_image, nerf, samples, targets = [], [], [], []
-        for k, pair in enumerate(self.datamanager.eval_pairs):
-            batch = self.datamanager.eval_batch([pair])
-            outputs = self._eval_outputs(batch, steps, generator)
-            metrics, images = self.model.get_image_metrics_and_images(outputs, batch)
-            per_image.append(metrics)
-            nerf.append(outputs["rgb"].cpu())
-            targets.append(batch["target_image"].cpu())
-            if "sample" in outputs:
-                samples.append(outputs["sample"].cpu())
-            if output_path is not None:
-                for key, image in images.items():
-                    vutils.save_image(image.permute(2, 0, 1).cpu(), output_path / f"eval_{key}_{k:04d}.png")
+        # As nerfstudio's pipelines evaluate: a transient progress bar, and each image's speed among its metrics.
+        columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), TimeElapsedColumn())
+        with Progress(*columns, MofNCompleteColumn(), transient=True) as progress:
+            task = progress.add_task("[green]Evaluating all images...", total=len(self.datamanager.eval_pairs))
+            for k, pair in enumerate(self.datamanager.eval_pairs):
+                batch = self.datamanager.eval_batch([pair])
+                start = time.perf_counter()
+                outputs = self._eval_outputs(batch, steps, generator)
+                metrics, images = self.model.get_image_metrics_and_images(outputs, batch)
+                height, width = batch.target_image.shape[-2:]
+                metrics["num_rays_per_sec"] = height * width / (time.perf_counter() - start)
+                metrics["fps"] = metrics["num_rays_per_sec"] / (height * width)
+                per_image.append(metrics)
+                nerf.append(outputs["rgb"].cpu())
+                targets.append(batch.target_image.cpu())
+                if "sample" in outputs:
+                    samples.append(outputs["sample"].cpu())
+                if output_path is not None:
+                    for key, image in images.items():
+                        vutils.save_image(image.permute(2, 0, 1).cpu(), output_path / f"eval_{key}_{k:04d}.png")
+                progress.advance(task)
         self.train()
         result: Dict[str, float | str] = {"num_images": len(per_image), "sample_steps": steps}
         for key in per_image[0]:

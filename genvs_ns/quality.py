@@ -14,15 +14,11 @@ from jaxtyping import Float
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-WHITE_THRESHOLD = 0.99  # SRN foreground: pixels that are not (almost) pure white
+from genvs_ns.data.images import foreground
+
 CROP_MARGIN = 3
 # torchmetrics' SSIM uses an 11-pixel Gaussian window: a smaller crop is widened to this (within the frame).
 MIN_CROP = 16
-
-
-def foreground(images: Float[Tensor, "*batch 3 H W"]) -> Float[Tensor, "*batch 1 H W"]:
-    """1 where a pixel is not (almost) pure white: SRN's and the toy data's object mask."""
-    return (images < WHITE_THRESHOLD).any(dim=-3, keepdim=True).float()
 
 
 def foreground_box(image: Float[Tensor, "3 H W"], margin: int = CROP_MARGIN) -> tuple[int, int, int, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import Literal, Type
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from genvs_ns.data.errors import DataError
+from genvs_ns.errors import DataError, exits_on_user_error
 from genvs_ns.model.precision import autocast_dtype
 
 
@@ -66,6 +66,16 @@ class GeNVSTrainer(Trainer):
             # which switches itself off away from CUDA.
             self.use_grad_scaler = True
             self.grad_scaler = torch.amp.GradScaler(torch.device(self.device).type)  # type: ignore[assignment]
+
+    # ns-train enters the plugin here: a user's mistake (bad data, a checkpoint folder without checkpoints, a
+    # non-finite loss) ends the run with one line.
+    @exits_on_user_error
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        super().setup(test_mode)
+
+    @exits_on_user_error
+    def train(self) -> None:
+        super().train()
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:

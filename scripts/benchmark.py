@@ -141,8 +141,8 @@ def field_render() -> dict:
     import torch
 
     from genvs_ns.data.toy import look_at_c2w_opencv, random_camera_positions
+    from genvs_ns.geometry import image_rays
     from genvs_ns.model.field import FrustumField
-    from genvs_ns.model.geometry import image_rays
     from genvs_ns.model.renderer import RenderSettings, render_rays
 
     rates = matmul()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,9 +29,14 @@ import tyro
 from torchvision.utils import save_image
 
 from genvs_ns.data.datamanager import evaluation_pairs
+from genvs_ns.data.prefetch import ObjectBatch
+from genvs_ns.errors import user_errors_exit
+from genvs_ns.model.denoiser import to_denoiser_range, to_pixels
 from genvs_ns.quality import image_scores, summarise, thirds
 from genvs_ns.sampling import SamplerSettings
+from genvs_ns.sampling.views import render_pairs, render_views
 from genvs_ns.scripts.checkpoint import load_pipeline
+from genvs_ns.scripts.evaluate import commit_hash
 
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0)
 
@@ -69,13 +73,6 @@ class QualityArgs:
     """A contact sheet (input | truth | NeRF RGB | sample, one pair per row, the first 8 pairs)."""
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
-
-
 @torch.no_grad()
 def main(args: QualityArgs) -> dict:
     from genvs_ns.sampling.autoregressive import ContextPolicy, generate_path
@@ -97,18 +94,15 @@ def main(args: QualityArgs) -> dict:
     rows = []
     for b in range(0, len(pairs), args.batch_size):
         batch = dm.eval_batch(pairs[b : b + args.batch_size])
-        truth = batch["target_image"]
+        truth = batch.target_image
         per_step: list[dict] = []
 
         def callback(info: dict, per_step: list = per_step, truth: torch.Tensor = truth) -> None:
-            denoised = ((info["denoised"].float() + 1) / 2).clamp(0, 1)
+            denoised = to_pixels(info["denoised"].float())
             scores_now = [image_scores(d, t) for d, t in zip(denoised, truth)]
             per_step.append({"sigma": float(info["sigma"].flatten()[0]), "scores": scores_now})
 
-        out = model.render_views(
-            batch["source_images"], batch["source_c2w"], batch["source_K"], batch["target_c2w"], batch["target_K"],
-            sampling=args.sampling, generator=generator, callback=callback if args.trajectory else None,
-        )  # fmt: skip
+        out = render_pairs(model, batch, args.sampling, generator, callback if args.trajectory else None)
         steps_seen.append(per_step)
         # The denoiser's view of the render: RGB rendered at its lower resolution, upsampled (the residual's base).
         lowres = model.ema.upsample(out["features"], tuple(truth.shape[-2:]))[:, :3].float().clamp(0, 1)
@@ -117,14 +111,14 @@ def main(args: QualityArgs) -> dict:
             scores["nerf_lowres"].append(image_scores(lowres[i], truth[i]))
             scores["sample"].append(image_scores(out["sample"][i], truth[i]))
             if len(rows) < 8:
-                rows.append(torch.cat([batch["source_images"][i, 0], truth[i], out["rgb"][i], out["sample"][i]], -1))
+                rows.append(torch.cat([batch.source_images[i, 0], truth[i], out["rgb"][i], out["sample"][i]], -1))
         if args.sigma_sweep:
             _sigma_sweep(model, batch, out["features"], sweep, args.seed + b)
 
     result: dict = {
         "checkpoint": str(args.load_config),
         "data": str(args.data or dm.config.data),
-        "commit": _commit(),
+        "commit": commit_hash(),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
         "pairs": len(pairs),
     }
@@ -168,27 +162,27 @@ def main(args: QualityArgs) -> dict:
     return result
 
 
-def _sigma_sweep(model, batch: dict, features: torch.Tensor, sweep: dict, seed: int) -> None:
+def _sigma_sweep(model, batch: ObjectBatch, features: torch.Tensor, sweep: dict, seed: int) -> None:
     """Adds the batch's summed per-image MSEs at each noise level (the same noise for every level and model)."""
     net = model.ema
-    H, W = batch["target_image"].shape[-2:]
+    H, W = batch.target_image.shape[-2:]
     cond = net.upsample(features, (H, W))
-    x0 = batch["target_image"] * 2 - 1
+    x0 = to_denoiser_range(batch.target_image)
     render = cond[:, :3].float().clamp(0, 1)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0.device)
-    render_mse = ((render - batch["target_image"]) ** 2).flatten(1).mean(1).sum()
+    render_mse = ((render - batch.target_image) ** 2).flatten(1).mean(1).sum()
     # What the residual denoiser denoises, in its [-1, 1] units (compare with the JSON's sigma_data).
-    residual = 2 * (batch["target_image"] - render)
+    residual = 2 * (batch.target_image - render)
     sweep.setdefault("residual", {"sum_sq": 0.0, "count": 0, "near_zero": 0})
     sweep["residual"]["sum_sq"] += float((residual**2).sum())
     sweep["residual"]["count"] += residual.numel()
     sweep["residual"]["near_zero"] += int((residual.abs() < 0.04).sum())
     for s in SIGMAS:
         sigma = torch.full((len(x0),), s, device=x0.device)
-        with model._autocast():
+        with model.autocast():
             denoised = net.denoiser(x0 + s * noise, sigma, cond).float()
-        estimate = ((denoised + 1) / 2).clamp(0, 1)
-        sweep[s]["denoiser"] += float(((estimate - batch["target_image"]) ** 2).flatten(1).mean(1).sum())
+        estimate = to_pixels(denoised)
+        sweep[s]["denoiser"] += float(((estimate - batch.target_image) ** 2).flatten(1).mean(1).sum())
         sweep[s]["render"] += float(render_mse)
 
 
@@ -207,13 +201,12 @@ def _autoregressive(model, ds, args: QualityArgs, settings, policy, generate_pat
             seed=args.seed + obj,
         )  # fmt: skip
         device = model.device
-        plain = model.render_views(
+        cond = model.encode(
             image[None].expand(len(targets), -1, -1, -1, -1).to(device),
             ds.c2w[[source]][None].expand(len(targets), -1, -1, -1).to(device),
             ds.K[[source]][None].expand(len(targets), -1, -1, -1).to(device),
-            ds.c2w[targets].to(device),
-            ds.K[targets].to(device),
-        )["rgb"].cpu()
+        )
+        plain = render_views(model, cond, ds.c2w[targets].to(device), ds.K[targets].to(device))["rgb"].cpu()
         for name, frames, per_frame in [
             ("sample", path.samples, sample_psnr),
             ("nerf_autoregressive", path.nerf_rgb, ar_nerf_psnr),
@@ -241,7 +234,8 @@ def _autoregressive(model, ds, args: QualityArgs, settings, policy, generate_pat
 
 def entrypoint() -> None:
     args = tyro.cli(QualityArgs)
-    result = main(args)
+    with user_errors_exit():
+        result = main(args)
     text = json.dumps(result, indent=1)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)

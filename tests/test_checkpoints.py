@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import BIN, SMALL_FLAGS, run
 
+from genvs_ns.errors import DataError
+
 
 def _checkpoints(folder):
     return sorted(p.name for p in folder.glob("step-*.ckpt"))
@@ -86,10 +88,10 @@ def test_a_checkpoint_carrying_code_is_refused_in_one_line(tiny_run, tmp_path):
     state["pipeline"]["payload"] = _Payload(str(marker))
     torch.save(state, ckpt)
     for load in (load_model, load_pipeline):
-        with pytest.raises(SystemExit) as refused:
+        with pytest.raises(DataError) as refused:
             load(run_dir / "config.yml")
         message = str(refused.value)
-        assert message.startswith("genvs-ns: error: ") and "refused" in message and "\n" not in message
+        assert message.startswith(str(ckpt.parent.resolve())) and "refused" in message and "\n" not in message
         assert not marker.exists()
 
 
@@ -121,3 +123,21 @@ def test_a_run_with_an_lr_schedule_writes_a_checkpoint_that_loads_without_code(t
     (path,) = trainer.checkpoint_dir.glob("step-*.ckpt")
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert set(state["schedulers"]) == {"encoder", "field", "denoiser"}
+
+
+def test_a_config_yml_from_before_a_pipeline_field_existed_loads_with_its_default():
+    """config.yml is unpickled without __init__: fields added since (renders, eval_*_sample_steps) get defaults."""
+    import yaml
+
+    from genvs_ns.config import genvs_tiny_trainer
+    from genvs_ns.sampling import DEFAULT_STEPS
+
+    config = genvs_tiny_trainer()
+    config.pipeline.eval_all_sample_steps = 3
+    for name in ("renders", "eval_sample_steps"):
+        del config.pipeline.__dict__[name]
+    text = yaml.dump(config)
+    assert "renders" not in text and "eval_all_sample_steps: 3" in text
+    loaded = yaml.load(text, Loader=yaml.Loader)
+    assert loaded.pipeline.renders.sample_steps == DEFAULT_STEPS and loaded.pipeline.eval_sample_steps == 0
+    assert loaded.pipeline.eval_all_sample_steps == 3  # what the file says wins

@@ -20,6 +20,7 @@ def test_ns_eval_writes_nerf_and_sample_metrics(tiny_run, tmp_path):
     for key in ("psnr", "ssim", "sample_psnr", "sample_ssim"):
         assert isinstance(results[key], float) and isinstance(results[f"{key}_std"], float)
     assert results["num_images"] == 2  # one held-out test object, two target views (genvs-tiny's eval settings)
+    assert results["fps"] > 0 and results["num_rays_per_sec"] > 0  # per image, as nerfstudio's pipelines report
     # Without LPIPS/FID weights (as on CI) they are reported as skipped, with the reason; with them, computed.
     from genvs_ns.metrics import INCEPTION_FILE, VGG16_FILE, _weights
 

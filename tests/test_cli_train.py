@@ -26,7 +26,7 @@ def test_train_checkpoint_resume_and_logged_losses(toy32, tiny_run, tmp_path):
     second = run(
         BIN / "ns-train", "genvs-tiny", "--data", toy32, "--max-num-iterations", "2",
         "--load-dir", run_dir / "nerfstudio_models", "--steps-per-eval-all-images", "3",
-        "--pipeline.model.eval-all-sample-steps", "2", *common,
+        "--pipeline.eval-all-sample-steps", "2", *common,
     )  # fmt: skip
     assert second.returncode == 0, second.stderr[-3000:]
     assert re.search(
@@ -60,4 +60,4 @@ def test_ns_train_genvs_on_malformed_data_prints_one_line(toy32, tmp_path):
     assert "Traceback" not in res.stderr + res.stdout
     errors = [line for line in res.stderr.splitlines() if "error" in line]
     assert len(errors) == 1
-    assert errors[0].startswith(f"genvs-ns: error: {pose}: malformed pose: rotation is not orthonormal")
+    assert errors[0].startswith(f"ns-train: error: {pose}: malformed pose: rotation is not orthonormal")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from genvs_ns.consistency import derangement, path_scores, reprojection_consistency, shuffled, summary, tsed
 from genvs_ns.data.toy import SRN_FOCAL_128, look_at_c2w_opencv, pixel_rays, random_car, render_rays
-from genvs_ns.model.geometry import intrinsics_matrix
+from genvs_ns.geometry import intrinsics_matrix
 
 RES, FRAMES, STEP_DEG, SUPERSAMPLE = 64, 6, 15.0, 4
 REPLACED = 3

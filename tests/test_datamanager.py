@@ -20,19 +20,19 @@ def test_batches_hold_distinct_views_of_one_object_each(toy32):
     counts = set()
     for step in range(12):
         batch, _ = dm.next_train(step)
-        B, V = batch["source_images"].shape[:2]
+        B, V = batch.source_images.shape[:2]
         counts.add(V)
         assert B == 3 and 1 <= V <= 3
-        assert batch["source_images"].shape[2:] == (3, 32, 32) and batch["target_image"].shape == (3, 3, 32, 32)
+        assert batch.source_images.shape[2:] == (3, 32, 32) and batch.target_image.shape == (3, 3, 32, 32)
         for b in range(B):
-            target = int(batch["target_index"][b])
+            target = int(batch.target_index[b])
             obj = int(ds.object_index[target])
-            assert int(batch["object_index"][b]) == obj
+            assert int(batch.object_index[b]) == obj
             # Sources are other views of the same object: match their cameras back to dataset images.
-            views = [int(torch.nonzero((ds.c2w == c).all(-1).all(-1))[0]) for c in batch["source_c2w"][b]]
+            views = [int(torch.nonzero((ds.c2w == c).all(-1).all(-1))[0]) for c in batch.source_c2w[b]]
             assert all(int(ds.object_index[v]) == obj for v in views)
             assert len(set(views + [target])) == V + 1
-            torch.testing.assert_close(batch["target_image"][b], ds.image(target))
+            torch.testing.assert_close(batch.target_image[b], ds.image(target))
         assert len(ds._slots) <= 5  # lazily loaded, never more than the bound in RAM
     assert counts == {1, 2, 3}
 
@@ -61,7 +61,7 @@ def test_eval_pairs_are_fixed_held_out_and_use_the_protocol_source_view(toy32):
     first, _ = dm.next_eval_image(0)
     again = _dm(toy32, eval_num_objects=1, eval_num_target_views=3, eval_source_view=5)
     second, _ = again.next_eval_image(0)
-    torch.testing.assert_close(first["target_image"], second["target_image"])
+    torch.testing.assert_close(first.target_image, second.target_image)
     # Without view 64 (SRN's protocol view) the first view is the source.
     default = _dm(toy32, eval_num_objects=1)
     assert {int(ds.view_index[s]) for _, s, _ in default.eval_pairs} == {0}
@@ -94,7 +94,7 @@ def test_prefetching_workers_give_the_same_batches_as_the_training_process(toy32
     for step in range(6):
         a, _ = inline.next_train(step)
         b, _ = workers.next_train(step)
-        assert a.keys() == b.keys()
-        for key in a:
-            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
-    assert a["target_image"].dtype == torch.float32 and 0 <= a["target_image"].min() <= a["target_image"].max() <= 1
+        for key, value in vars(a).items():
+            other = getattr(b, key)
+            assert value.dtype == other.dtype and torch.equal(value, other), key
+    assert a.target_image.dtype == torch.float32 and 0 <= a.target_image.min() <= a.target_image.max() <= 1

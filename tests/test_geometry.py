@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
 
 from genvs_ns.data.toy import look_at_c2w_opencv, random_camera_positions
-from genvs_ns.model.geometry import image_rays, intrinsics_matrix, world_to_frustum
+from genvs_ns.geometry import image_rays, intrinsics_matrix, world_to_frustum
 
 NEAR, FAR = 0.8, 1.8
 
@@ -97,7 +97,7 @@ def test_geometry_uses_no_matmul_which_a_gpu_may_run_in_tf32():
     """cuBLAS may run float32 matmuls in TF32 (10 mantissa bits): the transforms are written as multiply-adds."""
     from torch.overrides import TorchFunctionMode
 
-    from genvs_ns.model.geometry import image_rays, world_to_frustum
+    from genvs_ns.geometry import image_rays, world_to_frustum
 
     class Record(TorchFunctionMode):
         def __init__(self):
@@ -121,7 +121,7 @@ def test_geometry_uses_no_matmul_which_a_gpu_may_run_in_tf32():
 
 def test_fundamental_matrix_holds_for_a_point_projected_into_two_cameras():
     """x_b^T F x_a = 0 for the pixels world_to_frustum gives one point in cameras a and b; not for a and a swapped."""
-    from genvs_ns.model.geometry import fundamental_matrix
+    from genvs_ns.geometry import fundamental_matrix
 
     cams = _cameras()
     H, W = 16, 20

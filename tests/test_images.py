@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genvs_ns.data.errors import DataError
 from genvs_ns.data.images import load_rgb_uint8
+from genvs_ns.errors import DataError
 
 
 def test_16_bit_greyscale_is_scaled_not_clipped_white(tmp_path):
@@ -31,5 +31,5 @@ def test_8_bit_greyscale_and_palette_images_become_rgb(tmp_path):
 def test_a_corrupt_image_is_one_line_naming_it(tmp_path):
     path = tmp_path / "bad.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
-    with pytest.raises(DataError, match=f"^genvs-ns: error: {path}: unreadable or truncated image"):
+    with pytest.raises(DataError, match=f"^{path}: unreadable or truncated image"):
         load_rgb_uint8(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from conftest import tiny_trainer_config
 from nerfstudio.engine.optimizers import Optimizers
@@ -42,11 +44,15 @@ def test_rgb_loss_compares_each_render_with_its_own_target(toy32):
     batch, _ = pipeline.datamanager.next_train(0)
     model = pipeline.model
     outputs = model(batch)
-    h, w = outputs["rgb"].shape[-2:]
-    perfect = dict(outputs, rgb=torch.nn.functional.adaptive_avg_pool2d(batch["target_image"], (h, w)))
-    assert float(model.get_loss_dict(perfect, batch)["rgb_loss"]) < 1e-10
-    swapped = dict(perfect, rgb=perfect["rgb"].flip(0))
-    assert float(model.get_loss_dict(swapped, batch)["rgb_loss"]) > 1e-4
+    h, w = outputs.rgb.shape[-2:]
+    truth = torch.nn.functional.adaptive_avg_pool2d(batch.target_image, (h, w))
+    torch.testing.assert_close(outputs.target_rgb, truth)
+
+    def with_rgb(rgb):
+        return dataclasses.replace(outputs, features=torch.cat([rgb, outputs.features[:, 3:]], dim=1))
+
+    assert float(model.get_loss_dict(with_rgb(truth), batch)["rgb_loss"]) < 1e-10
+    assert float(model.get_loss_dict(with_rgb(truth.flip(0)), batch)["rgb_loss"]) > 1e-4
 
 
 def test_loss_falls_and_ema_follows(toy32):
@@ -86,8 +92,8 @@ def test_volumes_carry_source_colours_and_field_rgb_starts_from_them(toy32):
     pipeline, _ = _setup(toy32)
     net = pipeline.model.net
     batch, _ = pipeline.datamanager.next_train(0)
-    src = batch["source_images"][:1]
-    cond = net.encode(src, batch["source_c2w"][:1], batch["source_K"][:1])
+    src = batch.source_images[:1]
+    cond = net.encode(src, batch.source_c2w[:1], batch.source_K[:1])
     V, (D, h, w) = src.shape[1], cond.volumes.shape[-3:]
     assert cond.volumes.shape[:3] == (1, V, pipeline.model.config.volume_channels)
     pooled = F.adaptive_avg_pool2d(src[0], (h, w))
@@ -116,10 +122,10 @@ def test_noise_draws_denoise_each_render_several_times(toy32, monkeypatch):
     monkeypatch.setattr(denoiser, "loss", recording_loss)
     batch, _ = pipeline.datamanager.next_train(0)
     outputs = model(batch)
-    B = batch["target_image"].shape[0]
+    B = batch.target_image.shape[0]
     assert seen["x0"].shape[0] == seen["sigma"].shape[0] == 3 * B
     for k in range(3):
-        torch.testing.assert_close(seen["x0"][k * B : (k + 1) * B], batch["target_image"] * 2 - 1)
+        torch.testing.assert_close(seen["x0"][k * B : (k + 1) * B], batch.target_image * 2 - 1)
     assert len(set(seen["sigma"].tolist())) == 3 * B
     model.get_loss_dict(outputs, batch)["diffusion_loss"].backward()
     assert all(p.grad is not None for p in model.net.field.parameters())
@@ -172,5 +178,7 @@ def test_a_non_finite_loss_stops_training_in_one_line(toy32, monkeypatch):
 
     pipeline.get_train_loss_dict(0)  # finite: trains on
     monkeypatch.setattr(model, "get_loss_dict", poisoned)
-    with pytest.raises(SystemExit, match=r"^genvs-ns: error: step 7: non-finite loss \(rgb_loss nan\)"):
+    from genvs_ns.errors import GeNVSError
+
+    with pytest.raises(GeNVSError, match=r"^step 7: non-finite loss \(rgb_loss nan\)"):
         pipeline.get_train_loss_dict(7)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from genvs_ns.model.geometry import depth_range, image_rays, intrinsics_matrix
+from genvs_ns.geometry import depth_range, image_rays, intrinsics_matrix
 from genvs_ns.model.renderer import RenderSettings, _inverse_cdf, render_rays
 
 BALL = 0.3  # radius of the hand-made object at the origin

@@ -16,15 +16,11 @@ import tyro
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.pixel_samplers import PixelSamplerConfig
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
-from torch import Tensor
 
 from genvs_ns.data.dataset import SRNDataset
-from genvs_ns.data.prefetch import BatchPlan, RawBatch, load_batch, prefetching_batches
+from genvs_ns.data.prefetch import BatchPlan, ObjectBatch, RawBatch, load_batch, prefetching_batches
 from genvs_ns.data.srn_dataparser import SRNDataParserChoice, SRNDataParserConfig
-
-ObjectBatch = Dict[str, Tensor]
-"""source_images [B, V, 3, H, W], source_c2w [B, V, 3, 4], source_K [B, V, 3, 3], target_image [B, 3, H, W],
-target_c2w [B, 3, 4], target_K [B, 3, 3], object_index [B], target_index [B] (dataset image indices)."""
+from genvs_ns.errors import GeNVSError
 
 
 @dataclass
@@ -98,7 +94,7 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         **kwargs,
     ):
         if not 1 <= config.min_source_views <= config.max_source_views:
-            raise SystemExit("genvs-ns: error: need 1 <= min_source_views <= max_source_views")
+            raise GeNVSError("need 1 <= min_source_views <= max_source_views")
         super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
 
     def create_train_dataset(self) -> SRNDataset:

@@ -13,7 +13,7 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch import Tensor
 
 from genvs_ns.data.images import load_rgb_uint8
-from genvs_ns.model.geometry import intrinsics_matrix
+from genvs_ns.geometry import intrinsics_matrix
 
 
 class SRNDataset(InputDataset):

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from jaxtyping import Float
 from PIL import Image, UnidentifiedImageError
+from torch import Tensor
 
-from genvs_ns.data.errors import DataError
+from genvs_ns.errors import DataError
 
 
 def image_size(path: Path, verify: bool = True) -> tuple[int, int]:
@@ -41,7 +43,7 @@ def load_rgb_uint8(path: Path, size: tuple[int, int] | None = None) -> np.ndarra
             im = im.convert("RGB")
             if size is not None and im.size != tuple(size):
                 im = im.resize(tuple(size), Image.Resampling.BOX)
-            return np.asarray(im, dtype=np.uint8)
+            return np.array(im, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on read-only arrays
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(path, f"unreadable or truncated image ({exc})") from None
 
@@ -49,3 +51,11 @@ def load_rgb_uint8(path: Path, size: tuple[int, int] | None = None) -> np.ndarra
 def load_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Float32 [H, W, 3] in [0, 1]: ``load_rgb_uint8`` / 255."""
     return load_rgb_uint8(path, size).astype(np.float32) / 255.0
+
+
+WHITE_THRESHOLD = 0.99  # SRN foreground: pixels that are not (almost) pure white
+
+
+def foreground(images: Float[Tensor, "*batch 3 H W"]) -> Float[Tensor, "*batch 1 H W"]:
+    """1 where a pixel is not (almost) pure white: SRN's and the toy data's object mask."""
+    return (images < WHITE_THRESHOLD).any(dim=-3, keepdim=True).float()

@@ -44,12 +44,28 @@ class RawBatch:
         # DataLoader(pin_memory=True) calls this on custom batch types.
         return RawBatch(**{k: v.pin_memory() for k, v in vars(self).items()})
 
-    def to_device(self, device: torch.device | str) -> dict[str, Tensor]:
+    def to_device(self, device: torch.device | str) -> ObjectBatch:
         """Float pixels in [0, 1] on ``device``; ``non_blocking`` overlaps the copy with compute when pinned."""
         out = {k: v.to(device, non_blocking=True) for k, v in vars(self).items()}
         out["source_images"] = out["source_images"].float() / 255.0
         out["target_image"] = out["target_image"].float() / 255.0
-        return out
+        return ObjectBatch(**out)
+
+
+@dataclass
+class ObjectBatch:
+    """Objects with their source views and one target view each, as the model trains on and evaluates them."""
+
+    source_images: Float[Tensor, "batch views 3 H W"]
+    """Pixels in [0, 1]."""
+    source_c2w: Float[Tensor, "batch views 3 4"]
+    source_K: Float[Tensor, "batch views 3 3"]
+    target_image: Float[Tensor, "batch 3 H W"]
+    target_c2w: Float[Tensor, "batch 3 4"]
+    target_K: Float[Tensor, "batch 3 3"]
+    object_index: Int[Tensor, " batch"]
+    target_index: Int[Tensor, " batch"]
+    """Dataset image index of each target."""
 
 
 def load_batch(ds: SRNDataset, plan: BatchPlan) -> RawBatch:

@@ -21,8 +21,8 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from rich.console import Console
 
-from genvs_ns.data.errors import DataError
 from genvs_ns.data.srn_files import NEAR_FAR, SPLITS, read_instance, resolve_layout, split_instances
+from genvs_ns.errors import DataError, exits_on_user_error
 
 # Reports go to stderr: genvs-data-info prints JSON on stdout, which must stay parseable.
 CONSOLE = Console(stderr=True)
@@ -160,10 +160,21 @@ class SRNDataParser(DataParser):
         )
 
 
+class SceneSRNDataParser(SRNDataParser):
+    """The srn dataparser as per-scene methods get it: their ns-train calls it directly, so here a user's mistake
+    becomes one line and an exit (the genvs methods' pipeline does that for theirs)."""
+
+    @exits_on_user_error
+    def get_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        return super().get_dataparser_outputs(split, **kwargs)
+
+
 SRN_DESCRIPTION = "SRN ShapeNet cars/chairs (root of split folders, one split folder, or one instance folder)"
 
 # What other methods get (ns-train nerfacto ... srn): one object, a scene; genvs's datamanager has its own default.
-srn_dataparser = DataParserSpecification(config=SRNDataParserConfig(single_object=True), description=SRN_DESCRIPTION)
+srn_dataparser = DataParserSpecification(
+    config=SRNDataParserConfig(_target=SceneSRNDataParser, single_object=True), description=SRN_DESCRIPTION
+)
 
 if TYPE_CHECKING:
     SRNDataParserChoice = SRNDataParserConfig

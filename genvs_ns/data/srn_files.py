@@ -14,8 +14,8 @@ from typing import Literal
 
 import numpy as np
 
-from genvs_ns.data.errors import DataError
 from genvs_ns.data.images import image_size
+from genvs_ns.errors import DataError
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")

@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from genvs_ns.errors import GeNVSError
+
 CAMERA_RADIUS = 1.3
 SRN_FOCAL_128 = 131.25
 # A fixed world light makes Lambert shading view-independent, so a surface point has one colour in every view.
@@ -564,9 +566,9 @@ def generate(
 ) -> dict[str, int]:
     """Write ``out/{kind}_{train,val,test}/<id>/...``; returns objects per split."""
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        raise GeNVSError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     if num_objects < 1 or num_views < 1 or resolution < 4:
-        raise ValueError("need at least one object, one view and a resolution of 4 px")
+        raise GeNVSError("need at least one object, one view and a resolution of 4 px")
     counts = split_counts(num_objects)
     index = 0
     for split, count in counts.items():

@@ -20,7 +20,19 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from genvs_ns.errors import DataError
+
 AUG_DIM = 9
+
+
+def to_denoiser_range(images: Float[Tensor, "*batch 3 H W"]) -> Float[Tensor, "*batch 3 H W"]:
+    """Pixels in [0, 1] as the denoiser sees them: [-1, 1] (k-diffusion's image convention, sigma_data 0.5)."""
+    return images * 2 - 1
+
+
+def to_pixels(x: Float[Tensor, "*batch 3 H W"]) -> Float[Tensor, "*batch 3 H W"]:
+    """The denoiser's [-1, 1] back to pixels in [0, 1], clamped."""
+    return ((x + 1) / 2).clamp(0, 1)
 
 
 def resolve_config(name_or_path: str | Path) -> Path:
@@ -32,7 +44,7 @@ def resolve_config(name_or_path: str | Path) -> Path:
     if shipped.is_file():
         return Path(str(shipped))
     names = sorted(p.name for p in (resources.files("genvs_ns") / "configs").iterdir() if p.name.endswith(".json"))
-    raise SystemExit(f"genvs-ns: error: {name_or_path}: no such denoiser config (file, or one of {', '.join(names)})")
+    raise DataError(name_or_path, f"no such denoiser config (file, or one of {', '.join(names)})")
 
 
 def load_denoiser_config(name_or_path: str | Path, cond_channels: int) -> dict:
@@ -40,14 +52,15 @@ def load_denoiser_config(name_or_path: str | Path, cond_channels: int) -> dict:
     try:
         config = K.config.load_config(path)
     except Exception as exc:  # noqa: BLE001 - malformed JSON or missing keys: the file's fault
-        raise SystemExit(f"genvs-ns: error: {path}: not a k-diffusion model config ({exc})") from None
+        raise DataError(path, f"not a k-diffusion model config ({exc})") from None
     model = config["model"]
     if model.get("type") != "image_v1":
-        raise SystemExit(f"genvs-ns: error: {path}: model.type must be image_v1")
+        raise DataError(path, "model.type must be image_v1")
     if model["unet_cond_dim"] != cond_channels or model["mapping_cond_dim"] != 1 or model["input_channels"] != 3:
-        raise SystemExit(
-            f"genvs-ns: error: {path}: needs input_channels 3, unet_cond_dim {cond_channels} (the rendered features) "
-            "and mapping_cond_dim 1 (the unconditional flag)"
+        raise DataError(
+            path,
+            f"needs input_channels 3, unet_cond_dim {cond_channels} (the rendered features) "
+            "and mapping_cond_dim 1 (the unconditional flag)",
         )
     return config
 
@@ -82,7 +95,7 @@ class ConditionedDenoiser(nn.Module):
         if not self.residual:
             return 0.0
         # A fixed shift, not a path for gradients: the renderer learns through unet_cond and its own RGB losses.
-        rgb = cond[:, :3].detach() * 2 - 1
+        rgb = to_denoiser_range(cond[:, :3].detach())
         return rgb * (1 - uncond.to(rgb.dtype))[:, None, None, None]
 
     def loss(

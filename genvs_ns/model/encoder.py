@@ -26,6 +26,8 @@ from torchvision.models.resnet import BasicBlock
 from torchvision.models.segmentation.deeplabv3 import ASPP
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from genvs_ns.errors import DataError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -99,13 +101,13 @@ class DeepLabV3PlusEncoder(nn.Module):
     @staticmethod
     def _load_backbone(backbone: nn.Module, path: Path) -> None:
         if not path.is_file():
-            raise SystemExit(f"genvs-ns: error: {path}: backbone weights file does not exist")
+            raise DataError(path, "backbone weights file does not exist")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             backbone.load_state_dict(state, strict=False)
         except Exception as exc:  # noqa: BLE001 - any failure here is the file's fault
-            raise SystemExit(f"genvs-ns: error: {path}: not a ResNet-34 state dict ({exc})") from None
+            raise DataError(path, f"not a ResNet-34 state dict ({exc})") from None
 
     def forward(self, images: Float[Tensor, "n 3 H W"]) -> Float[Tensor, "n C D h w"]:
         x = (images - self.mean) / self.std

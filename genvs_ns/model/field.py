@@ -8,7 +8,7 @@ from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.mlp import MLP
 from torch import Tensor, nn
 
-from genvs_ns.model.geometry import depth_range, world_to_frustum
+from genvs_ns.geometry import depth_range, world_to_frustum
 from genvs_ns.model.trilinear import trilinear_mean
 
 

@@ -7,34 +7,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from genvs_ns.geometry import image_rays, rays_through_pixels
 from genvs_ns.model.denoiser import ConditionedDenoiser
 from genvs_ns.model.encoder import DeepLabV3PlusEncoder
 from genvs_ns.model.field import FrustumField
-from genvs_ns.model.geometry import image_rays, rays_through_pixels
 from genvs_ns.model.renderer import RenderOutputs, RenderSettings, render_rays
 
 
-@dataclass
-class NetworkSizes:
+class NetworkConfig(Protocol):
+    """The settings the network is built from, read by name from the model config (GeNVSModelConfig documents them;
+    they stay flat there so that the --pipeline.model.* flags and older config.yml files keep working)."""
+
     volume_channels: int
     volume_depth: int
     volume_resolution: int
     decoder_channels: int
-    aspp_rates: tuple[int, ...]
+    aspp_rates: Sequence[int]
     field_hidden_dim: int
     field_num_layers: int
     latent_channels: int
     mlp_implementation: str
     denoiser_config: str
-    backbone_weights: Path | None = None
-    rgb_skip: bool = True
-    denoise_residual: bool = False
+    backbone_weights: Path | None
+    rgb_skip: bool
+    denoise_residual: bool
 
 
 @dataclass
@@ -61,28 +64,28 @@ class Conditioning:
 
 
 class GeNVSNetwork(nn.Module):
-    def __init__(self, sizes: NetworkSizes) -> None:
+    def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         # With rgb_skip the first 3 volume channels are the source pixels' colours; the encoder fills the others.
-        self.rgb_skip = sizes.rgb_skip
+        self.rgb_skip = config.rgb_skip
         self.encoder = DeepLabV3PlusEncoder(
-            sizes.volume_channels - 3 * self.rgb_skip,
-            sizes.volume_depth,
-            (sizes.volume_resolution, sizes.volume_resolution),
-            sizes.decoder_channels,
-            sizes.aspp_rates,
-            sizes.backbone_weights,
+            config.volume_channels - 3 * self.rgb_skip,
+            config.volume_depth,
+            (config.volume_resolution, config.volume_resolution),
+            config.decoder_channels,
+            tuple(config.aspp_rates),
+            config.backbone_weights,
         )
         self.field = FrustumField(
-            sizes.volume_channels,
-            sizes.field_hidden_dim,
-            sizes.field_num_layers,
-            sizes.latent_channels,
-            sizes.mlp_implementation,
-            colour_inputs=sizes.rgb_skip,
+            config.volume_channels,
+            config.field_hidden_dim,
+            config.field_num_layers,
+            config.latent_channels,
+            config.mlp_implementation,
+            colour_inputs=config.rgb_skip,
         )
-        self.denoiser = ConditionedDenoiser(sizes.denoiser_config, sizes.latent_channels, sizes.denoise_residual)
-        background = torch.zeros(sizes.latent_channels)
+        self.denoiser = ConditionedDenoiser(config.denoiser_config, config.latent_channels, config.denoise_residual)
+        background = torch.zeros(config.latent_channels)
         background[:3] = 1.0  # SRN renders are on white
         self.register_buffer("background", background, persistent=False)
 

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from genvs_ns.model.geometry import depth_range
+from genvs_ns.geometry import depth_range
 
 FieldFn = Callable[[Float[Tensor, "batch n 3"]], tuple[Float[Tensor, "batch n"], Float[Tensor, "batch n L"]]]
 

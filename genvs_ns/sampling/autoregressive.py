@@ -15,9 +15,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from genvs_ns.model.denoiser import to_pixels
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
 from genvs_ns.sampling import SamplerSettings
+from genvs_ns.sampling.views import render_views
 
 
 @dataclass
@@ -58,14 +60,12 @@ def generate_path(
     on_frame: Callable[[int], None] | None = None,
     on_step: Callable[[dict], None] | None = None,
 ) -> GeneratedPath:
-    net = model.ema
     device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
     picker = random.Random(seed)
 
     def encode(image: Tensor, c2w: Tensor, K: Tensor) -> Conditioning:
-        with model._autocast():
-            return net.encode(image[None, None].to(device), c2w[None, None].to(device), K[None, None].to(device))
+        return model.encode(image[None, None].to(device), c2w[None, None].to(device), K[None, None].to(device))
 
     inputs = [encode(img, c, k) for img, c, k in zip(input_images, input_c2w, input_K)]
     frames: list[Conditioning] = []
@@ -85,19 +85,17 @@ def generate_path(
 
         def callback(info: dict, steps: list = steps) -> None:
             if save_progress:
-                steps.append(((info["denoised"][0].float() + 1) / 2).clamp(0, 1).cpu())
+                steps.append(to_pixels(info["denoised"][0].float()).cpu())
             if on_step is not None:
                 on_step(info)
 
-        out = model.render_views(
-            input_images[None].to(device),
-            None,
-            None,
+        out = render_views(
+            model,
+            Conditioning.cat(views),
             target_c2w[i][None].to(device),
             target_K[i][None].to(device),
             sampling=settings,
             generator=generator,
-            conditioning=Conditioning.cat(views),
             callback=callback,
         )
         frame = out["sample"][0]

@@ -14,7 +14,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from genvs_ns.model.denoiser import ConditionedDenoiser
+from genvs_ns.errors import GeNVSError
+from genvs_ns.model.denoiser import ConditionedDenoiser, to_pixels
 from genvs_ns.sampling import SamplerSettings
 
 
@@ -30,7 +31,7 @@ SAMPLERS = [name for name in _ALL if _takes_a_schedule(getattr(K.sampling, f"sam
 def get_sampler(name: str) -> Callable:
     if name not in SAMPLERS:
         why = "takes no noise schedule (it picks its own steps)" if name in _ALL else "is not a k-diffusion sampler"
-        raise SystemExit(f"genvs-ns: error: sampler {name!r} {why}; use one of {', '.join(SAMPLERS)}")
+        raise GeNVSError(f"sampler {name!r} {why}; use one of {', '.join(SAMPLERS)}")
     return getattr(K.sampling, f"sample_{name}")
 
 
@@ -104,4 +105,4 @@ def sample(
     model = GuidedDenoiser(denoiser, s.guidance_scale)
     extra_args = {"cond": cond, "uncond_cond": uncond_cond}
     x0 = fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **kwargs)
-    return ((x0 + 1) / 2).clamp(0, 1)
+    return to_pixels(x0)

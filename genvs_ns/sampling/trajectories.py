@@ -9,7 +9,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-Trajectory = Literal["spiral", "circle", "dataset"]
+Trajectory = Literal["spiral", "circle", "rings", "dataset"]
 
 
 def look_at(position: Float[Tensor, "3"], up: Float[Tensor, "3"]) -> Float[Tensor, "3 4"]:
@@ -21,14 +21,6 @@ def look_at(position: Float[Tensor, "3"], up: Float[Tensor, "3"]) -> Float[Tenso
     right = right / right.norm()
     cam_up = torch.linalg.cross(back, right)
     return torch.stack([right, cam_up, back, position], dim=1)
-
-
-def estimate_up(camera_positions: Float[Tensor, "n 3"]) -> Float[Tensor, "3"]:
-    """SRN and the toy data put cameras on the upper hemisphere: their mean direction is the world's up."""
-    mean = (camera_positions / camera_positions.norm(dim=-1, keepdim=True)).mean(dim=0)
-    if mean.norm() < 0.2:
-        return torch.tensor([0.0, 0.0, 1.0])
-    return mean / mean.norm()
 
 
 def _basis(up: Tensor) -> tuple[Tensor, Tensor]:
@@ -57,14 +49,25 @@ def orbit(
     start_c2w: Float[Tensor, "3 4"],
     up: Float[Tensor, "3"],
     num_frames: int,
-    kind: Literal["spiral", "circle"] = "spiral",
+    kind: Literal["spiral", "circle", "rings"] = "spiral",
     elevation_amplitude_deg: float = 15.0,
 ) -> Float[Tensor, "frames 3 4"]:
     """A full turn around the object that starts one step away from the input camera and moves away gradually.
 
-    ``circle`` keeps the input's elevation; ``spiral`` also swings the elevation by +-amplitude (kept in [5, 80] deg).
+    ``circle`` keeps the input's elevation; ``spiral`` also swings the elevation by +-amplitude (kept in [5, 80] deg);
+    ``rings`` covers the upper hemisphere for a 3D reconstruction: a turn at the input's elevation, then one 25 deg
+    higher and one 15 deg lower (each ring starts beside the frames before it, for autoregressive sampling).
     """
     radius, elevation, azimuth = spherical(start_c2w[:, 3], up)
+    if kind == "rings":
+        per_ring = [num_frames - 2 * (num_frames // 3), num_frames // 3, num_frames // 3]
+        poses = []
+        for count, offset_deg in zip(per_ring, (0.0, 25.0, -15.0)):
+            elev = min(max(elevation + math.radians(offset_deg), math.radians(5)), math.radians(80))
+            first = 1 if offset_deg == 0 else 0  # the input camera itself is not generated again
+            phases = [2 * math.pi * (i + first) / (count + first) for i in range(count)]
+            poses += [look_at(from_spherical(radius, elev, azimuth + phase, up), up) for phase in phases]
+        return torch.stack(poses)
     poses = []
     for i in range(1, num_frames + 1):
         phase = 2 * math.pi * i / (num_frames + 1)

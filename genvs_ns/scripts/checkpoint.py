@@ -6,30 +6,31 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from genvs_ns.errors import DataError
+
 if TYPE_CHECKING:
     from genvs_ns.model.genvs_model import GeNVSModel
     from genvs_ns.pipeline import GeNVSPipeline
 
 
-def _refusal(path: Path) -> str:
-    return f"{path}: refused: it holds Python objects besides tensors and plain data, and loading them could run code"
+REFUSAL = "refused: it holds Python objects besides tensors and plain data, and loading them could run code"
 
 
 def check_config(config_path: Path) -> Path:
     """The checkpoint folder of a genvs ``config.yml``; fails with one line, before any slow import, otherwise."""
     config_path = Path(config_path)
     if not config_path.is_file():
-        raise SystemExit(f"genvs-ns: error: {config_path}: no such config (pass the config.yml that ns-train wrote)")
+        raise DataError(config_path, "no such config (pass the config.yml that ns-train wrote)")
     text = config_path.read_text(errors="replace")
     # The method name is read from the text: unpickling the YAML would import every class it names (slowly).
     method = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("method_name:")), None)
     if method is None:
-        raise SystemExit(f"genvs-ns: error: {config_path}: not a config.yml written by ns-train (no method_name)")
+        raise DataError(config_path, "not a config.yml written by ns-train (no method_name)")
     if method not in ("genvs", "genvs-tiny"):
-        raise SystemExit(f"genvs-ns: error: {config_path}: a {method!r} checkpoint, not genvs or genvs-tiny")
+        raise DataError(config_path, f"a {method!r} checkpoint, not genvs or genvs-tiny")
     checkpoint_dir = (config_path.parent / "nerfstudio_models").resolve()
     if not sorted(checkpoint_dir.glob("step-*.ckpt")):
-        raise SystemExit(f"genvs-ns: error: {checkpoint_dir}: no checkpoint in it")
+        raise DataError(checkpoint_dir, "no checkpoint in it")
     return checkpoint_dir
 
 
@@ -76,7 +77,7 @@ def load_pipeline(
     try:
         _, pipeline, _, _ = eval_setup(config_path, test_mode=test_mode, update_config_callback=beside_the_config)
     except pickle.UnpicklingError:  # torch.load's weights_only refusal: the file would run code
-        raise SystemExit(f"genvs-ns: error: {_refusal(checkpoint_dir)}") from None
+        raise DataError(checkpoint_dir, REFUSAL) from None
     assert isinstance(pipeline, GeNVSPipeline)
     return pipeline
 
@@ -99,20 +100,20 @@ def load_model(config_path: Path) -> GeNVSModel:
         # Tensors, numbers and dicts only: loading a checkpoint must never run code from it.
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["pipeline"]
     except pickle.UnpicklingError:
-        raise SystemExit(f"genvs-ns: error: {_refusal(checkpoint)}") from None
+        raise DataError(checkpoint, REFUSAL) from None
     except (RuntimeError, EOFError, KeyError) as exc:
-        raise SystemExit(f"genvs-ns: error: {checkpoint}: not a readable checkpoint ({type(exc).__name__})") from None
+        raise DataError(checkpoint, f"not a readable checkpoint ({type(exc).__name__})") from None
     # DDP training saves the model under "_model.module."; single-process training under "_model.".
     state = {k.removeprefix("_model.").removeprefix("module."): v for k, v in state.items() if k.startswith("_model.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if set(missing) == {"near_far", "image_size", "world_up"} and not unexpected:
-        raise SystemExit(
-            f"genvs-ns: error: {checkpoint}: written before genvs-ns saved the camera facts that inputs from outside "
-            "the data set need; sample a data set object instead"
+        raise DataError(
+            checkpoint,
+            "written before genvs-ns saved the camera facts that inputs from outside the data set need; sample a "
+            "data set object instead",
         )
     if missing or unexpected:
-        raise SystemExit(
-            f"genvs-ns: error: {checkpoint}: does not match its config.yml (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]})"
+        raise DataError(
+            checkpoint, f"does not match its config.yml (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return model.to(device).eval()

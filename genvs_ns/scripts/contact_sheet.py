@@ -11,7 +11,9 @@ import torch
 import tyro
 from torchvision.utils import save_image
 
+from genvs_ns.errors import user_errors_exit
 from genvs_ns.sampling import SamplerSettings
+from genvs_ns.sampling.views import render_pairs
 from genvs_ns.scripts.checkpoint import load_pipeline
 
 
@@ -41,15 +43,10 @@ def main(args: ContactSheetArgs) -> dict:
     start = time.perf_counter()
     for pair in pairs:
         batch = dm.eval_batch([pair])
-        out = pipeline.model.render_views(
-            batch["source_images"], batch["source_c2w"], batch["source_K"], batch["target_c2w"], batch["target_K"],
-            sampling=args.sampling, generator=generator,
-        )  # fmt: skip
+        out = render_pairs(pipeline.model, batch, args.sampling, generator)
         metrics, _ = pipeline.model.get_image_metrics_and_images(out, batch)
         psnr.append(metrics)
-        rows.append(
-            torch.cat([batch["source_images"][0, 0], batch["target_image"][0], out["rgb"][0], out["sample"][0]], -1)
-        )
+        rows.append(torch.cat([batch.source_images[0, 0], batch.target_image[0], out["rgb"][0], out["sample"][0]], -1))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_image(torch.cat(rows, dim=-2).cpu(), args.output)
     summary = {
@@ -63,7 +60,8 @@ def main(args: ContactSheetArgs) -> dict:
 
 
 def entrypoint() -> None:
-    print(json.dumps(main(tyro.cli(ContactSheetArgs))))
+    with user_errors_exit():
+        print(json.dumps(main(tyro.cli(ContactSheetArgs))))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import tyro
 
 from genvs_ns.data.srn_dataparser import SRNDataParserConfig
 from genvs_ns.data.srn_files import SPLITS
+from genvs_ns.errors import user_errors_exit
 
 
 @dataclass
@@ -46,7 +47,8 @@ def summarise(data: Path, downscale_factor: int = 1) -> dict:
 
 def entrypoint() -> None:
     args = tyro.cli(DataInfoArgs)
-    summary = summarise(args.data, args.downscale_factor)
+    with user_errors_exit():
+        summary = summarise(args.data, args.downscale_factor)
     print("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in summary.items()) + "\n}")
 
 

@@ -7,18 +7,21 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import List, Literal, Union
+from typing import List, Literal, NoReturn, Union
 
 import torch
 import tyro
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torchvision.utils import save_image
 
+from genvs_ns.cpu_runtime import apply_cpu_settings
 from genvs_ns.data.images import load_rgb
-from genvs_ns.model.geometry import intrinsics_matrix
+from genvs_ns.errors import GeNVSError, user_errors_exit
+from genvs_ns.geometry import intrinsics_matrix
 from genvs_ns.sampling import SamplerSettings
 from genvs_ns.sampling.trajectories import Trajectory, from_spherical, look_at, nearest_first, orbit
 from genvs_ns.scripts.checkpoint import check_config, load_model, load_pipeline
+from genvs_ns.scripts.scene_export import export_nerfstudio
 from genvs_ns.video import write_video
 
 
@@ -46,8 +49,9 @@ class SampleArgs:
     """--image only: assumed camera distance from the object's centre (SRN: 1.3)."""
     focal: float | None = None
     """--image only: focal length in pixels of the model's image size (default: SRN's 131.25 at 128 px)."""
-    trajectory: Trajectory = "spiral"
-    """spiral or circle around the object starting at the input camera, or the data set's own views of the object."""
+    trajectory: Trajectory | None = None
+    """spiral or circle around the object starting at the input camera; rings (three elevation rings over the upper
+    hemisphere); or the data set's own views of the object. Default: spiral, or rings with --export-nerfstudio."""
     num_frames: int = 24
     """Frames to generate."""
     sampling: tyro.conf.OmitArgPrefixes[SamplerSettings] = field(default_factory=SamplerSettings)
@@ -62,12 +66,15 @@ class SampleArgs:
     """Same seed, same frames."""
     fps: int = 10
     """Frame rate of the videos."""
+    export_nerfstudio: Path | None = None
+    """Also write the input view(s) and the samples here as a nerfstudio data set (images/, transforms.json), to fit
+    a 3D scene with `ns-train nerfacto --data <folder>`."""
     save_progress: bool = False
     """Also save each frame's denoising trajectory (progress/00000.png: the denoised estimate at every step)."""
 
 
-def _fail(message: str) -> None:
-    raise SystemExit(f"genvs-sample: error: {message}")
+def _fail(message: str) -> NoReturn:
+    raise GeNVSError(message)
 
 
 def _object_index(ds, obj: Union[int, str]) -> int:
@@ -85,6 +92,10 @@ def _object_index(ds, obj: Union[int, str]) -> int:
 def main(args: SampleArgs) -> dict:
     # Cheap checks first: loading nerfstudio and the checkpoint takes many seconds.
     check_config(args.load_config)
+    if args.trajectory is None:
+        args = replace(args, trajectory="rings" if args.export_nerfstudio is not None else "spiral")
+    if args.export_nerfstudio is not None and (args.export_nerfstudio / "transforms.json").exists():
+        _fail(f"{args.export_nerfstudio}: already holds a transforms.json; choose a new --export-nerfstudio folder")
     if args.num_frames < 1:
         _fail("--num-frames must be at least 1")
     if args.sampling.steps < 1:
@@ -104,6 +115,8 @@ def main(args: SampleArgs) -> dict:
     if args.image is not None:
         # The user's own picture needs no data set: the checkpoint carries image size, near/far and the world's up.
         model = load_model(args.load_config)
+        if model.device.type == "cpu":  # what the pipeline does at its start, for this model without one
+            apply_cpu_settings(model.config.cpu_reuse_freed_memory, model.config.cpu_flush_denormals)
         up, (H, W) = model.world_up.float().cpu(), model.image_hw
         image = torch.from_numpy(load_rgb(args.image, size=(W, H))).permute(2, 0, 1)
         f = args.focal if args.focal is not None else 131.25 * W / 128
@@ -188,12 +201,21 @@ def main(args: SampleArgs) -> dict:
         "consistency": {k: summary(v) for k, v in consistency.items() if isinstance(v, dict)},
         "outputs": ["frames/", "samples.mp4", "nerf_rgb.mp4", "contact_sheet.png", "consistency.json"],
     }
+    if args.export_nerfstudio is not None:
+        scene = export_nerfstudio(
+            args.export_nerfstudio,
+            torch.cat([input_images, result.samples]),
+            torch.cat([input_c2w, target_c2w.cpu()]),
+            torch.cat([input_K, target_K.cpu()]),
+        )
+        run["outputs"].append(str(scene))
     (out / "run.json").write_text(json.dumps(run, indent=1))
     return run
 
 
 def entrypoint() -> None:
-    run = main(tyro.cli(SampleArgs))
+    with user_errors_exit():
+        run = main(tyro.cli(SampleArgs))
     print(json.dumps({k: run[k] for k in ("frames", "seconds", "seconds_per_frame")}))
 
 

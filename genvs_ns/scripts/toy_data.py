@@ -11,6 +11,7 @@ from typing import Literal
 import tyro
 
 from genvs_ns.data.toy import generate
+from genvs_ns.errors import DataError, user_errors_exit
 
 
 @dataclass
@@ -40,9 +41,7 @@ def main(args: ToyDataArgs) -> None:
             args.out, args.num_objects, args.num_views, args.resolution, args.seed, args.depth, kind=args.kind
         )
     except FileExistsError as exc:
-        raise SystemExit(f"genvs-toy-data: error: {exc.filename}: already exists; choose a new output folder") from None
-    except ValueError as exc:
-        raise SystemExit(f"genvs-toy-data: error: {exc}") from None
+        raise DataError(exc.filename, "already exists; choose a new output folder") from None
     summary = {
         "out": str(args.out),
         "kind": args.kind,
@@ -55,7 +54,8 @@ def main(args: ToyDataArgs) -> None:
 
 
 def entrypoint() -> None:
-    main(tyro.cli(ToyDataArgs))
+    with user_errors_exit():
+        main(tyro.cli(ToyDataArgs))
 
 
 if __name__ == "__main__":

@@ -150,3 +150,11 @@ def fundamental_matrix(
         [zero, -t[..., 2], t[..., 1], t[..., 2], zero, -t[..., 0], -t[..., 1], t[..., 0], zero], dim=-1
     ).reshape(*t.shape[:-1], 3, 3)
     return torch.linalg.inv(K_b.double()).transpose(-1, -2) @ t_cross @ R @ torch.linalg.inv(K_a.double())
+
+
+def estimate_up(camera_positions: Float[Tensor, "n 3"]) -> Float[Tensor, "3"]:
+    """SRN and the toy data put cameras on the upper hemisphere: their mean direction is the world's up."""
+    mean = (camera_positions / camera_positions.norm(dim=-1, keepdim=True)).mean(dim=0)
+    if mean.norm() < 0.2:
+        return torch.tensor([0.0, 0.0, 1.0])
+    return mean / mean.norm()

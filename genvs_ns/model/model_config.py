@@ -1,0 +1,129 @@
+"""The GeNVS model's settings: what ``--pipeline.model.*`` sets, documented once.
+
+The settings stay flat (one level under ``--pipeline.model``) rather than nested per component: nested dataclasses
+would rename every flag users know (tyro keeps a nested field's name in its flags) and break every config.yml written
+so far. The components read what they need by name (``NetworkConfig``, ``TrainingSettings``, ``LossWeights``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Literal, Tuple, Type
+
+import tyro
+from nerfstudio.configs.config_utils import to_immutable_dict
+from nerfstudio.models.base_model import ModelConfig
+
+from genvs_ns.model.precision import Precision
+
+
+def _model_class() -> Type:
+    from genvs_ns.model.genvs_model import GeNVSModel
+
+    return GeNVSModel
+
+
+@dataclass
+class GeNVSModelConfig(ModelConfig):
+    """GeNVS: frustum feature volumes from source views, a rendered feature image, an EDM denoiser on top."""
+
+    _target: Type = field(default_factory=lambda: _model_class())
+    # nerfstudio's per-scene settings, which a GeNVS model does not use: hidden from --help (config.yml keeps them).
+    enable_collider: tyro.conf.Suppress[bool] = True
+    collider_params: tyro.conf.Suppress[Dict[str, float] | None] = to_immutable_dict(
+        {"near_plane": 2.0, "far_plane": 6.0}
+    )
+    loss_coefficients: tyro.conf.Suppress[Dict[str, float]] = to_immutable_dict(
+        {"rgb_loss_coarse": 1.0, "rgb_loss_fine": 1.0}
+    )
+    eval_num_rays_per_chunk: tyro.conf.Suppress[int] = 4096
+    prompt: tyro.conf.Suppress[str | None] = None
+    # Encoder and feature volumes.
+    volume_channels: int = 16
+    """Feature channels per voxel of a source view's frustum volume."""
+    volume_depth: int = 64
+    """Depth planes of each frustum volume, evenly spaced in camera z between near and far."""
+    volume_resolution: int = 64
+    """Height and width of each frustum volume (the encoder's head runs at this resolution)."""
+    decoder_channels: int = 256
+    """Width of the DeepLabV3+ decoder (ASPP and fusion convolutions)."""
+    aspp_rates: Tuple[int, ...] = (2, 4, 6)
+    """ASPP dilation rates, relative to the stride-16 feature map (8x8 for 128 px images)."""
+    backbone_weights: Path | None = None
+    """Optional local ResNet-34 state dict (torchvision layout) to start the encoder from; none are downloaded."""
+    rgb_skip: bool = True
+    """The first 3 volume channels are each source pixel's RGB at every depth (the encoder fills the others), and the
+    field's RGB is the mean colour a point projects onto, corrected by its MLP."""
+    # Field and rendering.
+    latent_channels: int = 16
+    """Channels of the rendered feature image; the first 3 are RGB."""
+    field_hidden_dim: int = 64
+    """Width of the field MLP."""
+    field_num_layers: int = 3
+    """Linear layers of the field MLP (16 -> 64 -> 64 -> 1 + latent with the defaults)."""
+    mlp_implementation: Literal["tcnn", "torch"] = "torch"
+    """torch, or tiny-cuda-nn (where installed). torch by default so checkpoints load on every machine: tcnn stores
+    its weights as one padded fp16 vector without biases, which a machine without it cannot read. The field MLP is a
+    small part of a step (paper size: ~80 GFLOP forward+backward, milliseconds on a recent GPU)."""
+    render_downscale: int = 2
+    """The feature image is rendered at image size / this, then bilinearly upsampled for the denoiser."""
+    num_coarse_samples: int = 64
+    """Stratified samples per ray."""
+    num_importance_samples: int = 64
+    """Importance samples per ray, drawn from the coarse weights (each sample is evaluated once)."""
+    aux_num_rays: int = 1024
+    """Rays per object for the source-view RGB and cross-view consistency renders."""
+    # Diffusion.
+    denoiser_config: str = "denoiser_paper.json"
+    """k-diffusion JSON model config: a path, or a name shipped in genvs_ns/configs."""
+    noise_mean: float = 0.5
+    """Mean of log(sigma) during training (EDM: -1.2; GeNVS re-implementations train faster with more noise)."""
+    noise_std: float = 1.4
+    """Standard deviation of log(sigma) during training."""
+    noise_draws: int = 1
+    """Noise levels and noises drawn per rendered target in a training step (the denoising loss averages them)."""
+    uncond_prob: float = 0.1
+    """Probability that the conditioning is replaced by noise (flagged to the U-Net) for classifier-free guidance."""
+    denoise_residual: bool = False
+    """The U-Net denoises the target's difference from the rendered RGB (estimate = RGB + U-Net) instead of the target:
+    the same EDM model family, but an early U-Net already returns the render's colours rather than grey (genvs-tiny)."""
+    augment_prob: float = 0.12
+    """Karras augmentation, when the denoiser JSON has "augment_wrapper": true: probability of each transform (flips,
+    scale, rotation, anisotropy, translation), applied alike to the target and its feature image."""
+    precision: Precision = "auto"
+    """Autocast of the encoder, field MLP and U-Net (geometry and compositing stay fp32): "auto" is bf16 where the
+    device has it natively (CUDA from Ampere on; CPUs with AVX512 or AMX) and fp32 elsewhere; "fp16" (V100, T4)
+    turns on the trainer's loss scaling; see precision.py."""
+    cpu_reuse_freed_memory: bool = True
+    """On the CPU (glibc), keep freed memory for reuse rather than returning it to the OS: large activations otherwise
+    page-fault in again every step (genvs-tiny step 0.49 -> 0.45 s on 2 cores). Process-wide; see cpu_runtime.py."""
+    cpu_flush_denormals: bool = True
+    """On the CPU, flush denormal floats to zero: Adam's second moments of tiny gradients turn denormal and slowed the
+    genvs-tiny step from 0.37 to 0.45-0.50 s after about 550 steps. Process-wide; see cpu_runtime.py."""
+    # Losses.
+    diffusion_loss_mult: float = 1.0
+    """Weight of the denoising loss."""
+    rgb_loss_mult: float = 1.0
+    """Weight of the MSE between the rendered RGB channels and the target view."""
+    source_rgb_loss_mult: float = 0.1
+    """Weight of the MSE between a source view re-rendered from its own volume and that view."""
+    opacity_loss_mult: float = 0.01
+    """Weight of the BCE between rendered accumulation and the target's foreground (non-white) mask."""
+    depth_prior_mult: float = 0.01
+    """Weight of the penalty on foreground depth farther than object_radius from the ray's closest approach to the
+    origin (objects are centred there): discourages detail floating between the object and the camera."""
+    object_radius: float = 0.6
+    """Radius around the origin that holds the object, for the depth prior."""
+    consistency_loss_mult: float = 0.1
+    """Weight of the L1 between depth and accumulation of a source view rendered from its own volume and from another
+    source view's volume (needs 2+ source views in the batch)."""
+    # EMA and evaluation.
+    ema_power: float = 2.0 / 3.0
+    """k-diffusion EMAWarmup power; the EMA weights are used for evaluation and sampling."""
+    ema_max_decay: float = 0.9999
+    """Largest EMA decay."""
+
+    def feature_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """Size of the rendered feature image for images of ``image_hw``: / ``render_downscale``."""
+        return image_hw[0] // self.render_downscale, image_hw[1] // self.render_downscale

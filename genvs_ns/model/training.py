@@ -1,0 +1,106 @@
+"""The forward pass of a training step: what the losses (losses.py) compare, from one object batch."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Callable, Protocol
+
+import k_diffusion as K
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from genvs_ns.data.images import foreground
+from genvs_ns.data.prefetch import ObjectBatch
+from genvs_ns.geometry import image_rays
+from genvs_ns.model.augment import augment_jointly
+from genvs_ns.model.denoiser import to_denoiser_range
+from genvs_ns.model.losses import RayRender, TrainingOutputs
+from genvs_ns.model.network import GeNVSNetwork
+from genvs_ns.model.renderer import RenderSettings
+
+Autocast = Callable[[], AbstractContextManager]
+
+
+class TrainingSettings(Protocol):
+    """The model config's training settings, read by name (GeNVSModelConfig documents them)."""
+
+    def feature_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]: ...
+
+    aux_num_rays: int
+    noise_mean: float
+    noise_std: float
+    noise_draws: int
+    uncond_prob: float
+    augment_prob: float
+
+
+def area_resize(images: Float[Tensor, "b c H W"], hw: tuple[int, int]) -> Float[Tensor, "b c h w"]:
+    return images if tuple(images.shape[-2:]) == tuple(hw) else F.adaptive_avg_pool2d(images, hw)
+
+
+def training_outputs(
+    net: GeNVSNetwork, config: TrainingSettings, batch: ObjectBatch, rs: RenderSettings, autocast: Autocast
+) -> TrainingOutputs:
+    """One training step's forward pass: the target view's feature image and its denoising loss, source view 0
+    re-rendered on a ray subset (from its own volume and from source 1's), and the ground truth at render size."""
+    c = config
+    src, tgt = batch.source_images, batch.target_image
+    B, V = src.shape[:2]
+    H, W = tgt.shape[-2:]
+    h, w = c.feature_hw((H, W))
+    with autocast():
+        cond = net.encode(src, batch.source_c2w, batch.source_K)
+        target = net.render_image(cond, batch.target_c2w, batch.target_K, (H, W), (h, w), rs)
+    features = target["features"]
+    diffusion = diffusion_loss(net, c, features, tgt, autocast)
+
+    # Source view 0 re-rendered on a ray subset from its own volume (and from source 1's, if there is one).
+    n = c.aux_num_rays
+    uv = torch.stack([torch.randint(0, W, (B, n)), torch.randint(0, H, (B, n))], dim=-1).to(tgt.device)
+    pixels = src[:, 0].permute(0, 2, 3, 1)[torch.arange(B)[:, None], uv[..., 1], uv[..., 0]]
+    own_c2w, own_K = batch.source_c2w[:, 0], batch.source_K[:, 0]
+    with autocast():
+        own = net.render_pixels(cond.select([0]), own_c2w, own_K, uv + 0.5, rs)
+        other = net.render_pixels(cond.select([1]), own_c2w, own_K, uv + 0.5, rs) if V > 1 else None
+    # The depth prior's reference: each render ray's closest approach to the origin, where objects are centred.
+    origins, directions = image_rays(batch.target_c2w, batch.target_K, (H, W), (h, w))
+    return TrainingOutputs(
+        features=features,
+        depth=target["depth"],
+        accumulation=target["accumulation"],
+        diffusion=diffusion,
+        target_rgb=area_resize(tgt, (h, w)),
+        target_foreground=area_resize(foreground(tgt), (h, w)),
+        closest_approach=-(origins * directions).sum(-1).view(B, 1, h, w),
+        source=RayRender(own.features[..., :3], own.depth, own.accumulation),
+        source_truth=pixels,
+        other=RayRender(other.features[..., :3], other.depth, other.accumulation) if other is not None else None,
+    )
+
+
+def diffusion_loss(
+    net: GeNVSNetwork,
+    config: TrainingSettings,
+    features: Float[Tensor, "batch L h w"],
+    target: Float[Tensor, "batch 3 H W"],
+    autocast: Autocast,
+) -> Float[Tensor, " batch*draws"]:
+    """EDM denoising loss on the target view, conditioned on the upsampled feature image or (sometimes) on noise;
+    ``noise_draws`` noise levels and noises per feature image (the encoder and the render are paid once per
+    object)."""
+    c, draws = config, config.noise_draws
+    B, (H, W) = target.shape[0], target.shape[-2:]
+    cond_image, x0, aug_cond = net.upsample(features, (H, W)), to_denoiser_range(target), None
+    if net.denoiser.augment:
+        # Non-leaking: the U-Net is told which transform moved target and conditioning; sampling uses none.
+        (x0, cond_image), aug_cond = augment_jointly([x0, cond_image], c.augment_prob)
+    if draws > 1:
+        x0, cond_image = x0.repeat(draws, 1, 1, 1), cond_image.repeat(draws, 1, 1, 1)
+        aug_cond = aug_cond.repeat(draws, 1) if aug_cond is not None else None
+    uncond = (torch.rand(B * draws, device=target.device) < c.uncond_prob).float()
+    cond_image = torch.where(uncond[:, None, None, None] > 0, torch.randn_like(cond_image), cond_image)
+    sigma = K.utils.rand_log_normal([B * draws], loc=c.noise_mean, scale=c.noise_std, device=target.device)
+    with autocast():
+        return net.denoiser.loss(x0, sigma, cond_image, uncond, aug_cond).float()

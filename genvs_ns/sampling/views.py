@@ -1,0 +1,61 @@
+"""Target views of encoded source views: the NeRF render and, given a sampler, a diffusion sample.
+
+What ns-eval, ns-render, the viewer, genvs-sample, genvs-contact-sheet and scripts/quality.py show, built on the
+model's encode / render / render_features and the denoiser.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from genvs_ns.data.prefetch import ObjectBatch
+from genvs_ns.model.genvs_model import GeNVSModel
+from genvs_ns.model.network import Conditioning
+from genvs_ns.sampling import SamplerSettings
+from genvs_ns.sampling.diffusion import sample
+
+
+@torch.no_grad()
+def render_views(
+    model: GeNVSModel,
+    cond: Conditioning,
+    target_c2w: Float[Tensor, "batch 3 4"],
+    target_K: Float[Tensor, "batch 3 3"],
+    target_hw: tuple[int, int] | None = None,
+    sampling: SamplerSettings | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable | None = None,
+    use_ema: bool = True,
+) -> Dict[str, Tensor]:
+    """``rgb``, ``depth`` and ``accumulation`` at ``target_hw`` (default: the source image size; ``target_K`` in its
+    pixels); with ``sampling`` also ``sample`` and the denoiser's conditioning ``features`` (at its lower resolution).
+    The denoiser always works at the source image size; its sample is resized to ``target_hw`` where that differs."""
+    out = model.render(cond, target_c2w, target_K, target_hw, use_ema)
+    if sampling is not None:
+        H, W = cond.image_hw
+        net = model.network(use_ema)
+        features = model.render_features(cond, target_c2w, target_K, target_hw, use_ema)
+        with model.autocast():
+            image = sample(net.denoiser, net.upsample(features, (H, W)), sampling, generator, callback).float()
+        if tuple(target_hw or (H, W)) != (H, W):
+            image = F.interpolate(image, size=target_hw, mode="bilinear", align_corners=False)
+        out["sample"], out["features"] = image, features
+    return out
+
+
+@torch.no_grad()
+def render_pairs(
+    model: GeNVSModel,
+    batch: ObjectBatch,
+    sampling: SamplerSettings | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable | None = None,
+) -> Dict[str, Tensor]:
+    """``render_views`` for a batch of evaluation pairs (the datamanager's ``eval_batch``), EMA weights."""
+    cond = model.encode(batch.source_images, batch.source_c2w, batch.source_K)
+    return render_views(model, cond, batch.target_c2w, batch.target_K, None, sampling, generator, callback)
