@@ -7,7 +7,8 @@ it that way. On one H200 the whole takes a few minutes (training 60 steps of the
 the largest batch). Checks:
 - device: name, bf16 in hardware, tiny-cuda-nn importable;
 - trilinear: grid_sample on the device against the numba CPU kernel, values and volume gradients on the same inputs;
-- field_tcnn: the field with tiny-cuda-nn's MLP (where installed): forward and backward shapes, finite values;
+- field_tcnn: the field with tiny-cuda-nn's MLP (where installed): forward and backward shapes, finite values, and
+  the same field loaded into torch layers (checkpoint conversion) giving the same outputs;
 - train: the `genvs` preset, 60 steps on 128-px toy data through nerfstudio's Trainer: median step time, peak GPU
   memory, GPU utilisation (NVML) and the share of the step spent waiting for data;
 - mixed_precision: `ns-train genvs --mixed-precision True` for 3 steps, through the CLI;
@@ -117,7 +118,21 @@ def field_tcnn() -> dict:
     density, latent = field(features)
     (density.sum() + latent.sum()).backward()
     finite = bool(torch.isfinite(density).all() and torch.isfinite(latent).all())
-    return {"density_shape": list(density.shape), "latent_shape": list(latent.shape), "finite": finite, "ok": finite}
+    # The checkpoint conversion (model/tcnn_params.py) follows tcnn's documented layout: check it on tcnn itself.
+    torch_field = FrustumField(16, 64, 3, 16, implementation="torch", colour_inputs=True).cuda()
+    torch_field.load_state_dict(field.state_dict())
+    with torch.no_grad():
+        converted_err = max(
+            (a.float() - b.float()).abs().max().item() for a, b in zip(torch_field(features), field(features))
+        )
+    ok = finite and converted_err < 1e-2
+    return {
+        "density_shape": list(density.shape),
+        "latent_shape": list(latent.shape),
+        "finite": finite,
+        "max_abs_diff_torch_converted": converted_err,
+        "ok": ok,
+    }
 
 
 class _GpuUtilisation:

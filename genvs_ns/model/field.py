@@ -9,6 +9,7 @@ from nerfstudio.field_components.mlp import MLP
 from torch import Tensor, nn
 
 from genvs_ns.geometry import depth_range, world_to_frustum
+from genvs_ns.model.tcnn_params import MLPShape, convert_mlp_state
 from genvs_ns.model.trilinear import trilinear_mean
 
 
@@ -42,6 +43,16 @@ class FrustumField(nn.Module):
             activation=nn.ReLU(),
             implementation=implementation,  # type: ignore[arg-type]
         )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # A checkpoint written with tiny-cuda-nn loads where it is missing (and the other way round where exact):
+        # nerfstudio falls back to torch layers there, whose keys differ.
+        mlp = self.mlp
+        shape = MLPShape(mlp.in_dim, mlp.layer_width, mlp.num_layers, mlp.out_dim)
+        tcnn = mlp.tcnn_encoding
+        dtype = tcnn.params.dtype if tcnn is not None else torch.float32
+        convert_mlp_state(state_dict, prefix + "mlp.", shape, to_tcnn=tcnn is not None, dtype=dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod
     def lookup(

@@ -63,9 +63,10 @@ class GeNVSModelConfig(ModelConfig):
     field_num_layers: int = 3
     """Linear layers of the field MLP (16 -> 64 -> 64 -> 1 + latent with the defaults)."""
     mlp_implementation: Literal["tcnn", "torch"] = "torch"
-    """torch, or tiny-cuda-nn (where installed). torch by default so checkpoints load on every machine: tcnn stores
-    its weights as one padded fp16 vector without biases, which a machine without it cannot read. The field MLP is a
-    small part of a step (paper size: ~80 GFLOP forward+backward, milliseconds on a recent GPU)."""
+    """torch, or tiny-cuda-nn (where installed). A tcnn checkpoint loads on a machine without it (its flat weight
+    vector becomes torch layers); a torch one loads into tcnn only if its biases are zero, which tcnn lacks, hence torch
+    by default. The field MLP is a small part of a step (paper size: ~80 GFLOP forward+backward, milliseconds on a
+    recent GPU)."""
     render_downscale: int = 2
     """The feature image is rendered at image size / this, then bilinearly upsampled for the denoiser."""
     num_coarse_samples: int = 64
