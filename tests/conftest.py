@@ -11,6 +11,20 @@ import pytest
 from genvs_ns.data.toy import generate
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory) -> Path:
+    """The parse cache (and anything else keyed on XDG_CACHE_HOME) goes to a temporary folder, in this process and
+    in the commands the tests start, never to the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("xdg_cache")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def toy_root(tmp_path_factory) -> Path:
     """A small SRN-layout root with depth maps: 10 objects (8/1/1), 6 views, 32 px. Read-only for tests."""

@@ -230,5 +230,5 @@ def test_under_ddp_only_rank_zero_reads_every_image(toy_root, monkeypatch):
     for rank, expected in [(0, True), (1, False)]:
         monkeypatch.setattr(dist, "get_rank", lambda group=None, r=rank: r)
         seen.clear()
-        SRNDataParserConfig(data=toy_root).setup().get_dataparser_outputs("train")
+        SRNDataParserConfig(data=toy_root, parse_cache=False).setup().get_dataparser_outputs("train")
         assert seen and set(seen) == {expected}
