@@ -111,6 +111,16 @@ def reprojection_consistency(
     return Reprojection(abs_sum / (3 * points), (sq_sum / (3 * points)) ** 0.5, points, pairs)
 
 
+def ray_distance(z_depth: Float[Tensor, "frames H W"], K: Float[Tensor, "frames 3 3"]) -> Float[Tensor, "frames H W"]:
+    """Camera z-depth (toy data's ``depth/*.npy``, 0 on background) -> distance along each pixel's unit ray, the
+    depth ``reprojection_consistency`` reads."""
+    n, H, W = z_depth.shape
+    uv = pixel_centres(H, W)
+    x = (uv[None, :, 0] - K[:, None, 0, 2]) / K[:, None, 0, 0]
+    y = (uv[None, :, 1] - K[:, None, 1, 2]) / K[:, None, 1, 1]
+    return z_depth.float() * (x**2 + y**2 + 1).sqrt().view(n, H, W)
+
+
 def derangement(n: int, seed: int = 0) -> list[int]:
     """A permutation of range(n) that moves every element (the identity for n < 2, where none exists)."""
     order = list(range(n))
@@ -208,10 +218,23 @@ def sequence_scores(
     """Both scores of one sequence as plain data: TSED, and with a depth the reprojection score and its control."""
     scores: dict = {"tsed": asdict(tsed(frames, c2w, K))}
     if depth is not None and accumulation is not None:
-        scores["reprojection"] = asdict(reprojection_consistency(frames, depth, accumulation, c2w, K))
-        control = reprojection_consistency(shuffled(frames, seed), depth, accumulation, c2w, K)
-        scores["reprojection_shuffled"] = asdict(control)
+        scores.update(reprojection_scores(frames, depth, accumulation, c2w, K, seed))
     return scores
+
+
+def reprojection_scores(
+    frames: Float[Tensor, "frames 3 H W"],
+    depth: Float[Tensor, "frames H W"],
+    accumulation: Float[Tensor, "frames H W"],
+    c2w: Float[Tensor, "frames 3 4"],
+    K: Float[Tensor, "frames 3 3"],
+    seed: int = 0,
+) -> dict:
+    """The reprojection score and its shuffled-frames control, as plain data."""
+    return {
+        "reprojection": asdict(reprojection_consistency(frames, depth, accumulation, c2w, K)),
+        "reprojection_shuffled": asdict(reprojection_consistency(shuffled(frames, seed), depth, accumulation, c2w, K)),
+    }
 
 
 def summary(scores: dict) -> dict:
@@ -221,6 +244,9 @@ def summary(scores: dict) -> dict:
         out["reprojection_l1"] = scores["reprojection"]["l1"]
         out["reprojection_l1_shuffled"] = scores["reprojection_shuffled"]["l1"]
         out["reprojection_points"] = scores["reprojection"]["points"]
+    if "true_geometry" in scores:
+        out["true_reprojection_l1"] = scores["true_geometry"]["reprojection"]["l1"]
+        out["true_reprojection_l1_shuffled"] = scores["true_geometry"]["reprojection_shuffled"]["l1"]
     return out
 
 
@@ -233,9 +259,12 @@ def path_scores(
     K: Float[Tensor, "frames 3 3"],
     ground_truth: Float[Tensor, "frames 3 H W"] | None = None,
     seed: int = 0,
+    true_depth: Float[Tensor, "frames H W"] | None = None,
 ) -> dict:
     """Scores of a generated path (consistency.json): the diffusion samples, and the NeRF RGB frames as the
-    reference, both lifted with the NeRF's own depth; the data set's views (TSED only) where they exist."""
+    reference, both lifted with the NeRF's own depth; the data set's views (TSED only) where they exist. With
+    ``true_depth`` (ray distance, 0 on background: toy data's depth maps) each sequence is also scored lifted with the
+    true geometry (``true_geometry``), where the model's own depth cannot flatter it."""
     scores = {
         "depth": "the model's rendered depth where its accumulation >= 0.9, per frame",
         "samples": sequence_scores(samples, c2w, K, depth, accumulation, seed),
@@ -243,4 +272,9 @@ def path_scores(
     }
     if ground_truth is not None:
         scores["ground_truth"] = sequence_scores(ground_truth, c2w, K)
+    if true_depth is not None:
+        covered = (true_depth > 0).float()
+        for name, frames in (("samples", samples), ("nerf_rgb", nerf_rgb), ("ground_truth", ground_truth)):
+            if frames is not None:
+                scores[name]["true_geometry"] = reprojection_scores(frames, true_depth, covered, c2w, K, seed)
     return scores

@@ -47,9 +47,9 @@ def first_instance(root: Path, split: str = "train") -> Path:
 
 @pytest.fixture(scope="session")
 def toy32(tmp_path_factory) -> Path:
-    """Training-sized toy data for model tests: 8 objects (6/1/1), 8 views, 32 px."""
+    """Training-sized toy data for model tests: 8 objects (6/1/1), 8 views, 32 px, with depth maps."""
     root = tmp_path_factory.mktemp("toy32") / "srn"
-    generate(root, num_objects=8, num_views=8, resolution=32, seed=5)
+    generate(root, num_objects=8, num_views=8, resolution=32, seed=5, depth=True)
     return root
 
 

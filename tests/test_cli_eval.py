@@ -38,6 +38,10 @@ def test_a_killed_and_rerun_evaluation_ends_with_the_numbers_of_one_that_ran_thr
     assert consistency["paths"] == 1 and 0 <= consistency["samples_tsed"] <= 1
     # Reprojection needs opaque pixels, which a 3-step field may not have yet: a number or None, never NaN.
     assert all(consistency[k] is None or consistency[k] >= 0 for k in consistency)
+    # The toy data's depth maps lift the data set's own views consistently, unlike the same views shuffled.
+    truth_l1, shuffled_l1 = (consistency[f"ground_truth_true_reprojection_l1{s}"] for s in ("", "_shuffled"))
+    assert truth_l1 < 0.5 * shuffled_l1
+    assert consistency["samples_true_reprojection_l1"] is not None
     assert (tmp_path / "through" / "images").is_dir() and json.loads(
         (tmp_path / "through" / "metrics.json").read_text()
     )

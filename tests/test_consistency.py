@@ -7,7 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genvs_ns.consistency import derangement, path_scores, reprojection_consistency, shuffled, summary, tsed
+from genvs_ns.consistency import (
+    derangement,
+    path_scores,
+    ray_distance,
+    reprojection_consistency,
+    shuffled,
+    summary,
+    tsed,
+)
 from genvs_ns.data.toy import SRN_FOCAL_128, look_at_c2w_opencv, pixel_rays, random_car, render_rays
 from genvs_ns.geometry import intrinsics_matrix
 
@@ -113,3 +121,26 @@ def test_path_scores_are_plain_data_with_a_summary(truth):
     assert "reprojection" not in scores["ground_truth"]  # no depth of its own: TSED only
     heads = summary(scores["samples"])
     assert heads["tsed"] == 1.0 and heads["reprojection_l1"] < 0.04 < heads["reprojection_l1_shuffled"]
+
+
+def test_ray_distance_turns_toy_z_depth_into_the_renderers_depth():
+    f = SRN_FOCAL_128 * RES / 128
+    o, d = pixel_rays(look_at_c2w_opencv(np.array([0.9, -0.6, 0.7])), f, RES)
+    _, t = render_rays(random_car(np.random.default_rng(1)), o, d)  # camera z: pixel_rays' directions have unit z
+    z = torch.tensor(np.where(np.isfinite(t), t, 0).reshape(1, RES, RES), dtype=torch.float32)
+    expected = torch.tensor(np.where(np.isfinite(t), t * np.linalg.norm(d, axis=1), 0).reshape(1, RES, RES))
+    K = intrinsics_matrix(*(torch.tensor([v]) for v in (f, f, RES / 2, RES / 2)))
+    assert (z > 0).float().mean() > 0.1
+    torch.testing.assert_close(ray_distance(z, K), expected.float())
+
+
+def test_path_scores_with_the_true_geometry(truth):
+    frames, depth, coverage, c2w, K = truth
+    # The NeRF's depth is made wrong (10% too far): its own reprojection suffers, the true-geometry one does not.
+    scores = path_scores(frames, frames, depth * 1.1, coverage, c2w, K, ground_truth=frames, true_depth=depth)
+    for seq in ("samples", "nerf_rgb", "ground_truth"):
+        heads = summary(scores[seq])
+        assert heads["true_reprojection_l1"] < 0.04 < heads["true_reprojection_l1_shuffled"], seq
+    assert (
+        summary(scores["samples"])["reprojection_points"] < scores["samples"]["true_geometry"]["reprojection"]["points"]
+    )

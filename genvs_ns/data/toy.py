@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from genvs_ns.errors import GeNVSError
+from genvs_ns.errors import DataError, GeNVSError
 
 CAMERA_RADIUS = 1.3
 SRN_FOCAL_128 = 131.25
@@ -542,6 +542,18 @@ def write_object(folder: Path, rng: np.random.Generator, num_views: int, res: in
         if depth:
             # z-depth along the camera's forward axis, 0 where the ray misses.
             np.save(folder / "depth" / f"{name}.npy", np.where(np.isfinite(t[i]), t[i], 0).astype(np.float32))
+
+
+def read_depth(image: Path) -> np.ndarray | None:
+    """The z-depth map ``write_object`` wrote for ``image`` (``<instance>/depth/<stem>.npy``), or None if there is
+    none (data made without ``--depth``, or not toy data)."""
+    path = Path(image).parent.parent / "depth" / f"{Path(image).stem}.npy"
+    if not path.is_file():
+        return None
+    try:
+        return np.load(path).astype(np.float32)
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"unreadable depth map ({exc})") from None
 
 
 def split_counts(num_objects: int) -> dict[str, int]:

@@ -305,10 +305,13 @@ def main(args: EvalArgs) -> dict:
     return _summary(args, ds, objects, results, out)
 
 
+CONSISTENCY_SCORES = ("tsed", "reprojection_l1", "reprojection_l1_shuffled")
+# true_*: lifted with the data set's own depth maps (toy data made with --depth); empty without them.
+TRUE_GEOMETRY_SCORES = ("true_reprojection_l1", "true_reprojection_l1_shuffled")
 CONSISTENCY_FIELDS = ["object", "frames"] + [
     f"{seq}_{score}"
-    for seq, scores in (("samples", 3), ("nerf_rgb", 3), ("ground_truth", 1))
-    for score in ("tsed", "reprojection_l1", "reprojection_l1_shuffled")[:scores]
+    for seq, scores in (("samples", CONSISTENCY_SCORES), ("nerf_rgb", CONSISTENCY_SCORES), ("ground_truth", ("tsed",)))
+    for score in scores + TRUE_GEOMETRY_SCORES
 ]
 
 
@@ -338,15 +341,30 @@ def _consistency(args: EvalArgs, model, ds, objects: list[int], out: Path) -> No
         truth = torch.stack([ds.image(i) for i in targets])
         scores = path_scores(
             generated.samples, generated.nerf_rgb, generated.depth, generated.accumulation, ds.c2w[targets],
-            ds.K[targets], truth, args.seed + obj,
+            ds.K[targets], truth, args.seed + obj, _true_depth(ds, targets, truth.shape[-2:]),
         )  # fmt: skip
         row: dict = {"object": ids[obj], "frames": len(targets)}
         for seq in ("samples", "nerf_rgb", "ground_truth"):
             headline = summary(scores[seq])
-            for key in ("tsed", "reprojection_l1", "reprojection_l1_shuffled"):
+            for key in CONSISTENCY_SCORES + TRUE_GEOMETRY_SCORES:
                 if key in headline:  # None: no opaque pixel to lift (an untrained field)
                     row[f"{seq}_{key}"] = round(float(headline[key]), 5) if headline[key] is not None else "nan"
         _Results._write(path, CONSISTENCY_FIELDS, [row], "a")
+
+
+def _true_depth(ds, images: list[int], hw: tuple[int, int]) -> torch.Tensor | None:
+    """Ray-distance depth of these views from the data set's depth maps, at the images' size; None unless all have
+    one."""
+    from genvs_ns.consistency import ray_distance
+    from genvs_ns.data.toy import read_depth
+
+    maps = [read_depth(ds.image_filenames[i]) for i in images]
+    if any(m is None for m in maps):
+        return None
+    z = torch.from_numpy(np.stack(maps))
+    if tuple(z.shape[-2:]) != tuple(hw):  # --downscale-factor: the nearest depth, never a blend across an edge
+        z = torch.nn.functional.interpolate(z[:, None], size=tuple(hw), mode="nearest")[:, 0]
+    return ray_distance(z, ds.K[images])
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -376,7 +394,7 @@ def _summary(args: EvalArgs, ds, objects: list[int], results: _Results, out: Pat
     if paths:
         consistency: dict = {"paths": len(paths)}
         for key in CONSISTENCY_FIELDS[2:]:
-            values = np.array([float(r[key]) for r in paths])
+            values = np.array([float(r.get(key) or "nan") for r in paths])
             consistency[key] = round(float(np.nanmean(values)), 4) if not np.isnan(values).all() else None
         metrics["consistency"] = consistency
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()}
