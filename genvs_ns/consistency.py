@@ -115,10 +115,10 @@ def ray_distance(z_depth: Float[Tensor, "frames H W"], K: Float[Tensor, "frames 
     """Camera z-depth (toy data's ``depth/*.npy``, 0 on background) -> distance along each pixel's unit ray, the
     depth ``reprojection_consistency`` reads."""
     n, H, W = z_depth.shape
-    uv = pixel_centres(H, W)
-    x = (uv[None, :, 0] - K[:, None, 0, 2]) / K[:, None, 0, 0]
-    y = (uv[None, :, 1] - K[:, None, 1, 2]) / K[:, None, 1, 1]
-    return z_depth.float() * (x**2 + y**2 + 1).sqrt().view(n, H, W)
+    # In camera axes (identity c2w) a unit ray's z component is the cosine between it and the optical axis.
+    camera = torch.eye(3, 4).expand(n, 3, 4)
+    _, directions = rays_through_pixels(camera, K.float(), pixel_centres(H, W).expand(n, -1, -1))
+    return z_depth.float() / directions[..., 2].abs().view(n, H, W)
 
 
 def derangement(n: int, seed: int = 0) -> list[int]:

@@ -77,6 +77,7 @@ def _decode(folder: Path, views: list) -> Instance:
 class ParseCache:
     """One data folder's parsed instances, keyed by instance folder."""
 
+    data: str  # the data folder, resolved: stored in the file, so a hash collision cannot serve another folder
     path: Path
     warn: Callable[[str], None] = print
     entries: dict = field(default_factory=dict)
@@ -84,12 +85,12 @@ class ParseCache:
     dirty: bool = False
 
     @classmethod
-    def for_data(cls, data: Path, cache_dir: Path | None = None, warn: Callable[[str], None] = print) -> ParseCache:
-        key = hashlib.sha1(str(Path(data).resolve()).encode()).hexdigest()[:16]
-        cache = cls((cache_dir or default_cache_dir()) / f"{key}.json", warn)
+    def for_data(cls, data: Path, warn: Callable[[str], None] = print) -> ParseCache:
+        resolved = str(Path(data).resolve())
+        cache = cls(resolved, default_cache_dir() / f"{hashlib.sha1(resolved.encode()).hexdigest()[:16]}.json", warn)
         try:
             stored = json.loads(cache.path.read_text())
-            if stored.get("version") == VERSION and stored.get("data") == str(Path(data).resolve()):
+            if stored.get("version") == VERSION and stored.get("data") == resolved:
                 cache.entries = stored["instances"]
         except (FileNotFoundError, NotADirectoryError):
             pass
@@ -113,14 +114,14 @@ class ParseCache:
         }
         self.dirty = True
 
-    def save(self, data: Path) -> None:
+    def save(self) -> None:
         """Written to a temporary name and renamed: concurrent runs never read half a file."""
         if not self.dirty:
             return
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            payload = {"version": VERSION, "data": str(Path(data).resolve()), "instances": self.entries}
+            payload = {"version": VERSION, "data": self.data, "instances": self.entries}
             tmp.write_text(json.dumps(payload, separators=(",", ":")))
             os.replace(tmp, self.path)
             self.dirty = False

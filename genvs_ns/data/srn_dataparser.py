@@ -109,7 +109,7 @@ class SRNDataParser(DataParser):
             if inst is not None:
                 instances.append(inst)
         if cache and (not dist.is_initialized() or dist.get_rank() == 0):
-            cache.save(self.config.data)
+            cache.save()
         count = sum(len(inst.views) for inst in instances)
         said = f"{count} {split} images of {len(instances)} objects in {time.perf_counter() - start:.1f} s"
         if cache:
