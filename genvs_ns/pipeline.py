@@ -21,8 +21,8 @@ from genvs_ns.cpu_runtime import apply_cpu_settings
 from genvs_ns.data.datamanager import GeNVSDataManager, GeNVSDataManagerConfig
 from genvs_ns.data.prefetch import ObjectBatch
 from genvs_ns.errors import GeNVSError, exits_on_user_error
+from genvs_ns.evaluation.metrics import perceptual_metrics
 from genvs_ns.geometry import estimate_up
-from genvs_ns.metrics import perceptual_metrics
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.model_config import GeNVSModelConfig
 from genvs_ns.sampling import DEFAULT_STEPS, default_sampling

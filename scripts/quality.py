@@ -3,7 +3,8 @@
     .venv/bin/python scripts/quality.py --load-config outputs/demo/runs/demo/genvs-tiny/run/config.yml
     .venv/bin/python scripts/quality.py --load-config CFG --data outputs/mixed --output q.json --sheet q.png
 
-Outputs scored against the ground truth (genvs_ns/quality.py: full frame and object crop, gradient-energy ratio):
+Outputs scored against the ground truth (genvs_ns/evaluation/quality.py: full frame and object crop, gradient-energy
+ratio):
 - ``nerf``: the feature field's RGB at the target view, conditioned on the input view;
 - ``sample``: the diffusion sample (default sampler, seeded);
 - ``autoregressive``: a path along the data set's own views of each object (nearest the input first), every frame
@@ -31,8 +32,8 @@ from torchvision.utils import save_image
 from genvs_ns.data.datamanager import evaluation_pairs
 from genvs_ns.data.prefetch import ObjectBatch
 from genvs_ns.errors import user_errors_exit
+from genvs_ns.evaluation.quality import image_scores, summarise, thirds
 from genvs_ns.model.denoiser import to_denoiser_range, to_pixels
-from genvs_ns.quality import image_scores, summarise, thirds
 from genvs_ns.sampling import SamplerSettings
 from genvs_ns.sampling.views import render_pairs, render_views
 from genvs_ns.scripts.checkpoint import load_pipeline

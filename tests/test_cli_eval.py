@@ -76,9 +76,9 @@ def test_bad_eval_settings_fail_before_loading_anything(tmp_path):
     with pytest.raises(DataError, match="cannot write the results here"):
         main(EvalArgs(load_config=config, output_dir=tmp_path / "a_file" / "o"))
     # A folder holding results of other settings is refused, and what it holds is left as it was.
-    from genvs_ns.scripts.evaluate import _claim_output_dir
+    from genvs_ns.evaluation.results import claim_output_dir
 
-    _claim_output_dir(tmp_path / "o", EvalArgs(load_config=config, output_dir=tmp_path / "o", seed=1))
+    claim_output_dir(tmp_path / "o", EvalArgs(load_config=config, output_dir=tmp_path / "o", seed=1).result_settings())
     (tmp_path / "o" / "per_object.csv").write_text("results so far\n")
     with pytest.raises(DataError, match=r"holds results of other settings \(seed differ\)"):
         main(EvalArgs(load_config=config, output_dir=tmp_path / "o", seed=2))

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genvs_ns.consistency import (
+from genvs_ns.data.toy import SRN_FOCAL_128, look_at_c2w_opencv, pixel_rays, random_car, render_rays
+from genvs_ns.evaluation.consistency import (
     derangement,
     path_scores,
     ray_distance,
@@ -16,7 +17,6 @@ from genvs_ns.consistency import (
     summary,
     tsed,
 )
-from genvs_ns.data.toy import SRN_FOCAL_128, look_at_c2w_opencv, pixel_rays, random_car, render_rays
 from genvs_ns.geometry import intrinsics_matrix
 
 RES, FRAMES, STEP_DEG, SUPERSAMPLE = 64, 6, 15.0, 4

@@ -12,7 +12,7 @@ from unittest import mock
 import pytest
 import torch
 
-from genvs_ns.metrics import INCEPTION_FILE, VGG16_FILE, perceptual_metrics
+from genvs_ns.evaluation.metrics import INCEPTION_FILE, VGG16_FILE, perceptual_metrics
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from genvs_ns.quality import foreground_box, gradient_energy, image_scores, summarise, thirds
+from genvs_ns.evaluation.quality import foreground_box, gradient_energy, image_scores, summarise, thirds
 
 
 def _object(size: int = 64) -> torch.Tensor:

@@ -7,7 +7,7 @@ Everything speaks k-diffusion's sampler API, ``sampler(model, x, sigmas, extra_a
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import Callable, Sequence
 
 import k_diffusion as K
 import torch
@@ -60,19 +60,34 @@ class GuidedDenoiser(nn.Module):
         return u + self.guidance_scale * (c - u)
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def randn(shape: tuple[int, ...], generator: Generators, device: torch.device | str) -> Tensor:
+    """Normal noise of ``shape``; with one generator per batch row, each row's noise comes from its own generator, so
+    an image's noise does not depend on which other images share its batch (genvs-eval's per-image seeds)."""
+    if not isinstance(generator, (list, tuple)):
+        return torch.randn(shape, generator=generator, device=device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(shape[1:], generator=g, device=device) for g in generator])
+
+
 @torch.no_grad()
 def sample(
     denoiser: ConditionedDenoiser,
     cond: Float[Tensor, "batch C H W"],
     settings: SamplerSettings | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callable | None = None,
     disable: bool = True,
     rho: float = 7.0,
 ) -> Float[Tensor, "batch 3 H W"]:
     """Images in [0, 1] from the denoiser conditioned on upsampled feature images ``cond``.
 
-    The noise of the start and of stochastic steps comes from ``generator``, so a seed fixes the result.
+    The noise of the start and of stochastic steps comes from ``generator`` (one, or one per image), so a seed fixes
+    the result. Exception: euler / heun / dpm_2 with churn draw their noise batch-wide from torch's global generator,
+    which is seeded from (the first) ``generator``.
     """
     s = settings or SamplerSettings()
     fn = get_sampler(s.sampler)
@@ -85,8 +100,8 @@ def sample(
     shape = (cond.shape[0], 3, *cond.shape[-2:])
     uncond = torch.full((cond.shape[0],), float(s.guidance_scale == 0.0), device=device)
     start = denoiser.prior_mean(cond, uncond)
-    x = start + torch.randn(shape, generator=generator, device=device) * sigmas[0]
-    uncond_cond = torch.randn(cond.shape, generator=generator, device=device)
+    x = start + randn(shape, generator, device) * sigmas[0]
+    uncond_cond = randn(tuple(cond.shape), generator, device)
     kwargs = {}
     params = inspect.signature(fn).parameters
     if "s_churn" in params:
@@ -97,11 +112,12 @@ def sample(
         kwargs["s_noise"] = s.s_noise
     if "noise_sampler" in params and generator is not None:
         # Stochastic samplers draw their own noise; route it through the generator for reproducibility.
-        kwargs["noise_sampler"] = lambda sigma, sigma_next: torch.randn(shape, generator=generator, device=device)
+        kwargs["noise_sampler"] = lambda sigma, sigma_next: randn(shape, generator, device)
     elif s.churn > 0 and generator is not None:
         # euler/heun with churn call torch.randn_like: seed the global generator from ours.
         # The draw stays on the generator's device: a CUDA generator cannot drive a CPU randint.
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device)))
+        first = generator[0] if isinstance(generator, (list, tuple)) else generator
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=first, device=first.device)))
     model = GuidedDenoiser(denoiser, s.guidance_scale)
     extra_args = {"cond": cond, "uncond_cond": uncond_cond}
     x0 = fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **kwargs)

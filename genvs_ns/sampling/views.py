@@ -17,7 +17,7 @@ from genvs_ns.data.prefetch import ObjectBatch
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
 from genvs_ns.sampling import SamplerSettings
-from genvs_ns.sampling.diffusion import sample
+from genvs_ns.sampling.diffusion import Generators, sample
 
 
 @torch.no_grad()
@@ -28,7 +28,7 @@ def render_views(
     target_K: Float[Tensor, "batch 3 3"],
     target_hw: tuple[int, int] | None = None,
     sampling: SamplerSettings | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callable | None = None,
     use_ema: bool = True,
 ) -> Dict[str, Tensor]:

@@ -104,7 +104,7 @@ def main(args: SampleArgs) -> dict:
         _fail("--guidance-scale must be at least 0 (1: plain conditional sampling)")
     if args.image is not None and not args.image.is_file():
         _fail(f"{args.image}: no such image")
-    from genvs_ns.consistency import path_scores, summary
+    from genvs_ns.evaluation.consistency import path_scores, summary
     from genvs_ns.sampling.autoregressive import ContextPolicy, generate_path
     from genvs_ns.sampling.diffusion import get_sampler
 

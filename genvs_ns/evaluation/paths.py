@@ -1,0 +1,67 @@
+"""Autoregressive paths along a data set's own views, scored for 3D consistency (genvs-eval --consistency-objects):
+the generated frames beside the NeRF RGB frames of the same path and the data set's images of those views."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from genvs_ns.data.dataset import SRNDataset
+from genvs_ns.data.toy import read_depth
+from genvs_ns.evaluation.consistency import path_scores, ray_distance, summary
+from genvs_ns.evaluation.protocol import ObjectViews
+from genvs_ns.model.genvs_model import GeNVSModel
+from genvs_ns.sampling import SamplerSettings
+from genvs_ns.sampling.autoregressive import ContextPolicy, generate_path
+from genvs_ns.sampling.trajectories import nearest_first
+
+SEQUENCES = ("samples", "nerf_rgb", "ground_truth")
+CONSISTENCY_SCORES = ("tsed", "reprojection_l1", "reprojection_l1_shuffled")
+# true_*: lifted with the data set's own depth maps (toy data made with --depth); empty without them.
+TRUE_GEOMETRY_SCORES = ("true_reprojection_l1", "true_reprojection_l1_shuffled")
+CONSISTENCY_FIELDS = ["object", "frames"] + [
+    f"{seq}_{score}"
+    for seq, scores in zip(SEQUENCES, (CONSISTENCY_SCORES, CONSISTENCY_SCORES, ("tsed",)))
+    for score in scores + TRUE_GEOMETRY_SCORES
+]
+
+
+def consistency_row(
+    model: GeNVSModel, ds: SRNDataset, obj: ObjectViews, sampling: SamplerSettings, frames: int, seed: int
+) -> dict:
+    """One consistency.csv row: a path of ``frames`` of the object's views, nearest its (first) source view first."""
+    others = [i for i in ds.object_images[obj.index] if i not in obj.sources]
+    sources = list(obj.sources)
+    order = nearest_first(ds.c2w[sources[0]], ds.c2w[others], frames)
+    targets = [others[k] for k in order]
+    images = torch.stack([ds.image(i) for i in sources])
+    generated = generate_path(
+        model, images, ds.c2w[sources], ds.K[sources], ds.c2w[targets], ds.K[targets], sampling, ContextPolicy(),
+        seed=seed,
+    )  # fmt: skip
+    truth = torch.stack([ds.image(i) for i in targets])
+    scores = path_scores(
+        generated.samples, generated.nerf_rgb, generated.depth, generated.accumulation, ds.c2w[targets],
+        ds.K[targets], truth, seed, true_depth(ds, targets, truth.shape[-2:]),
+    )  # fmt: skip
+    row: dict = {"object": obj.object_id, "frames": len(targets)}
+    for seq in SEQUENCES:
+        headline = summary(scores[seq])
+        for key in CONSISTENCY_SCORES + TRUE_GEOMETRY_SCORES:
+            if key in headline:  # None: no opaque pixel to lift (an untrained field)
+                row[f"{seq}_{key}"] = round(float(headline[key]), 5) if headline[key] is not None else "nan"
+    return row
+
+
+def true_depth(ds: SRNDataset, images: list[int], hw: tuple[int, int]) -> Float[Tensor, "frames H W"] | None:
+    """Ray-distance depth of these views from the data set's depth maps, at the images' size; None unless all have
+    one."""
+    maps = [read_depth(ds.image_filenames[i]) for i in images]
+    if any(m is None for m in maps):
+        return None
+    z = torch.from_numpy(np.stack(maps))
+    if tuple(z.shape[-2:]) != tuple(hw):  # --downscale-factor: the nearest depth, never a blend across an edge
+        z = torch.nn.functional.interpolate(z[:, None], size=tuple(hw), mode="nearest")[:, 0]
+    return ray_distance(z, ds.K[images])
