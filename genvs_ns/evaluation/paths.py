@@ -29,7 +29,13 @@ CONSISTENCY_FIELDS = ["object", "frames"] + [
 
 
 def consistency_row(
-    model: GeNVSModel, ds: SRNDataset, obj: ObjectViews, sampling: SamplerSettings, frames: int, seed: int
+    model: GeNVSModel,
+    ds: SRNDataset,
+    obj: ObjectViews,
+    sampling: SamplerSettings,
+    policy: ContextPolicy,
+    frames: int,
+    seed: int,
 ) -> dict:
     """One consistency.csv row: a path of ``frames`` of the object's views, nearest its (first) source view first."""
     others = [i for i in ds.object_images[obj.index] if i not in obj.sources]
@@ -38,8 +44,7 @@ def consistency_row(
     targets = [others[k] for k in order]
     images = torch.stack([ds.image(i) for i in sources])
     generated = generate_path(
-        model, images, ds.c2w[sources], ds.K[sources], ds.c2w[targets], ds.K[targets], sampling, ContextPolicy(),
-        seed=seed,
+        model, images, ds.c2w[sources], ds.K[sources], ds.c2w[targets], ds.K[targets], sampling, policy, seed=seed,
     )  # fmt: skip
     truth = torch.stack([ds.image(i) for i in targets])
     scores = path_scores(

@@ -67,6 +67,9 @@ class EvalArgs:
     objects, and score its 3D consistency (TSED, reprojection; consistency.csv)."""
     consistency_frames: int = 23
     """Frames of each of those paths."""
+    consistency_autoregressive: bool = True
+    """Condition each frame of those paths on earlier generated frames too (GeNVS's recipe); off: on the input view(s)
+    alone, every frame an independent sample (the control that shows what autoregression buys)."""
 
     def check(self) -> None:
         """Refuses bad settings before anything is loaded."""
@@ -84,7 +87,7 @@ class EvalArgs:
         settings = asdict(self)
         keys = (
             "load_config", "split", "source_views", "target_views", "outputs", "sampling", "seed", "batch_size",
-            "consistency_frames",
+            "consistency_frames", "consistency_autoregressive",
         )  # fmt: skip
         settings = {k: settings[k] for k in keys}
         settings["load_config"] = str(Path(settings["load_config"]).resolve())
@@ -184,6 +187,7 @@ def _consistency(args: EvalArgs, model, ds, objects: list) -> None:
     """consistency.csv: per object, the 3D consistency of an autoregressive path along its own views (paths.py);
     appended per object, resumable."""
     from genvs_ns.evaluation.paths import CONSISTENCY_FIELDS, consistency_row
+    from genvs_ns.sampling.autoregressive import ContextPolicy
 
     path = args.output_dir / "consistency.csv"
     done = {row["object"] for row in read_csv(path)}
@@ -191,7 +195,10 @@ def _consistency(args: EvalArgs, model, ds, objects: list) -> None:
         write_csv(path, CONSISTENCY_FIELDS, [], "w")
     for obj in objects:
         if obj.object_id not in done:
-            row = consistency_row(model, ds, obj, args.sampling, args.consistency_frames, args.seed + obj.index)
+            row = consistency_row(
+                model, ds, obj, args.sampling, ContextPolicy(args.consistency_autoregressive), args.consistency_frames,
+                args.seed + obj.index,
+            )  # fmt: skip
             write_csv(path, CONSISTENCY_FIELDS, [row], "a")
 
 
