@@ -10,11 +10,11 @@ arena of its own (up to 8 per core), and with nothing trimmed, what was freed in
 (ns-train genvs-tiny at step 380: 2.34 GB with an arena per thread, 2.15 GB with one). A heap that is never trimmed
 also needs long-lived allocations made early or in one block; see SRNDataset's image cache.
 
-Denormal floats flushed to zero (x86's FTZ/DAZ). Adam's second moments of parameters with tiny gradients become
-denormal and every operation on them takes a slow microcode path: genvs-tiny's fused Adam step went from 13 ms to
-98 ms after about 550 steps, and the whole step from 0.37 to 0.45-0.50 s. The flags are per thread and new threads
-inherit them, so they must be set before PyTorch's (and numba's) worker threads start; ``flush_denormals`` checks that
-every thread of a parallel operation flushes.
+Denormal floats flushed to zero (x86's FTZ/DAZ). Adam's first moments of weights that get no gradient (dead ReLU
+channels) decay by 0.9 a step and become denormal, and every operation on them takes a slow microcode path:
+genvs-tiny's fused Adam step went from 13 ms to 98 ms after about 550 steps, and the whole step from 0.37 to
+0.45-0.50 s. The flags are per thread and new threads inherit them, so they must be set before PyTorch's (and
+numba's) worker threads start; ``flush_denormals`` checks that every thread of a parallel operation flushes.
 """
 
 from __future__ import annotations

@@ -100,8 +100,9 @@ class GeNVSModelConfig(ModelConfig):
     """On the CPU (glibc), keep freed memory for reuse rather than returning it to the OS: large activations otherwise
     page-fault in again every step (genvs-tiny step 0.49 -> 0.45 s on 2 cores). Process-wide; see cpu_runtime.py."""
     cpu_flush_denormals: bool = True
-    """On the CPU, flush denormal floats to zero: Adam's second moments of tiny gradients turn denormal and slowed the
-    genvs-tiny step from 0.37 to 0.45-0.50 s after about 550 steps. Process-wide; see cpu_runtime.py."""
+    """On the CPU, flush denormal floats to zero: Adam's first moments of weights with no gradient decay into
+    denormals and slowed the genvs-tiny step from 0.37 to 0.45-0.50 s after about 550 steps. Process-wide; see
+    cpu_runtime.py."""
     # Losses.
     diffusion_loss_mult: float = 1.0
     """Weight of the denoising loss."""
