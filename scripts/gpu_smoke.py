@@ -13,12 +13,15 @@ the largest batch). Checks:
   memory, GPU utilisation (NVML) and the share of the step spent waiting for data;
 - mixed_precision: `ns-train genvs --mixed-precision True` for 3 steps, through the CLI;
 - sample: `genvs-sample --sampler heun --churn 1` on the trained checkpoint, through the CLI;
+- evaluate: `genvs-eval` on the training split with that checkpoint (NeRF RGB and 15-step samples, batch 32, across
+  objects): images per second, and the hours that projects for SRN cars' test split (704 objects x 250 views);
 - max_batch: the largest objects_per_batch (doubling from 8) whose training step fits, with peak memory per object.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import subprocess
@@ -253,6 +256,33 @@ def sample(config: str | None, out: Path) -> dict:
     return {"returncode": res.returncode, "stderr_tail": res.stderr[-800:], "ok": res.returncode == 0}
 
 
+SRN_CARS_TEST_IMAGES = 704 * 250
+
+
+def evaluate(config: str | None, out: Path) -> dict:
+    if not torch.cuda.is_available():
+        return {"status": NO_CUDA}
+    if config is None or not Path(config).exists():
+        return {"error": "no checkpoint: the train check failed"}
+    res = _cli(
+        BIN / "genvs-eval", "--load-config", config, "--output-dir", out, "--split", "train", "--batch-size", "32",
+        "--no-save-images",
+    )  # fmt: skip
+    if res.returncode != 0:
+        return {"returncode": res.returncode, "stderr_tail": res.stderr[-800:], "ok": False}
+    with open(out / "per_object.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    images, seconds = sum(int(r["views"]) for r in rows), sum(float(r["seconds"]) for r in rows)
+    per_s = images / seconds  # the first batch's warm-up included: a lower bound
+    return {
+        "images": images,
+        "seconds": round(seconds, 1),
+        "images_per_s": round(per_s, 2),
+        "srn_cars_test_hours": round(SRN_CARS_TEST_IMAGES / per_s / 3600, 2),
+        "ok": images > 0,
+    }
+
+
 def max_batch(data: Path, out: Path) -> dict:
     """Doubling from 8 objects until a training step runs out of memory (or 512 fits)."""
     if not torch.cuda.is_available():
@@ -312,6 +342,7 @@ def main() -> int:
         _check("train", lambda: train(data, out / "runs", args.steps), results)
         _check("mixed_precision", lambda: mixed_precision(data, out / "runs"), results)
         _check("sample", lambda: sample(results["train"].get("config"), out / "sample"), results)
+        _check("evaluate", lambda: evaluate(results["train"].get("config"), out / "eval"), results)
         _check("max_batch", lambda: max_batch(data, out / "runs"), results)
     failed = [name for name, r in results.items() if "error" in r or r.get("ok") is False]
     results["failed"] = failed

@@ -19,6 +19,18 @@ def _args(tiny_run, out, objects: str, **kw):
     )  # fmt: skip
 
 
+def _assert_close(got, expected, rel: float = 1e-4) -> None:
+    """Equal keys; numbers equal to ``rel`` (nested dicts too), everything else exactly."""
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            _assert_close(got[key], value, rel)
+        elif isinstance(value, float):
+            assert got[key] == pytest.approx(value, rel=rel, abs=1e-6), key
+        else:
+            assert got[key] == value, key
+
+
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -53,7 +65,9 @@ def test_a_killed_and_rerun_evaluation_ends_with_the_numbers_of_one_that_ran_thr
     with open(resumed / "per_image.csv", "a", newline="") as f:
         csv.DictWriter(f, fieldnames=list(partial[0])).writerows(partial)
     again = main(_args(tiny_run, resumed, "3"))
-    assert again["metrics"] == metrics
+    # Object 0's last view was rendered in a batch of 1 by the first run and of 2 (with object 1's first) by the one
+    # that ran through: the same draw from its own generator (test_denoiser.py), up to the batched kernels' rounding.
+    _assert_close(again["metrics"], metrics)
     assert [r["object"] for r in _rows(resumed / "per_object.csv")] == [
         r["object"] for r in _rows(tmp_path / "through" / "per_object.csv")
     ]

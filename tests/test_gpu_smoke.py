@@ -23,5 +23,5 @@ def test_gpu_smoke_runs_on_the_cpu_and_says_what_it_skipped():
     assert report["failed"] == []
     assert report["device"]["cuda"] is False
     assert report["trilinear"]["ok"] and report["trilinear"]["max_abs_diff_grads"] > 0  # two paths, not one twice
-    for name in ("field_tcnn", "train", "mixed_precision", "sample", "max_batch"):
+    for name in ("field_tcnn", "train", "mixed_precision", "sample", "evaluate", "max_batch"):
         assert report[name]["status"] == "skipped: no CUDA device", name
