@@ -37,7 +37,7 @@ def _rows(path):
 
 
 @pytest.mark.slow
-def test_a_killed_and_rerun_evaluation_ends_with_the_numbers_of_one_that_ran_through(tiny_run, tmp_path):
+def test_a_killed_and_rerun_evaluation_ends_with_the_numbers_of_one_that_ran_through(tiny_run, toy32, tmp_path):
     from genvs_ns.scripts.evaluate import main
 
     through = main(_args(tiny_run, tmp_path / "through", "3"))
@@ -58,13 +58,13 @@ def test_a_killed_and_rerun_evaluation_ends_with_the_numbers_of_one_that_ran_thr
         (tmp_path / "through" / "metrics.json").read_text()
     )
 
-    resumed = tmp_path / "resumed"
-    main(_args(tiny_run, resumed, "1"))
+    resumed = tmp_path / "resumed"  # the same data named with --data: the same numbers
+    main(_args(tiny_run, resumed, "1", data=toy32))
     # A kill while the second object was being written: its image rows are there, its object row is not.
     partial = _rows(tmp_path / "through" / "per_image.csv")[3:4]
     with open(resumed / "per_image.csv", "a", newline="") as f:
         csv.DictWriter(f, fieldnames=list(partial[0])).writerows(partial)
-    again = main(_args(tiny_run, resumed, "3"))
+    again = main(_args(tiny_run, resumed, "3", data=toy32))
     # Object 0's last view was rendered in a batch of 1 by the first run and of 2 (with object 1's first) by the one
     # that ran through: the same draw from its own generator (test_denoiser.py), up to the batched kernels' rounding.
     _assert_close(again["metrics"], metrics)
@@ -84,6 +84,8 @@ def test_bad_eval_settings_fail_before_loading_anything(tmp_path):
     (config.parent / "nerfstudio_models").mkdir(parents=True)
     (config.parent / "nerfstudio_models" / "step-000000001.ckpt").write_bytes(b"")
     config.write_text("method_name: genvs-tiny\n")
+    with pytest.raises(DataError, match=r"elsewhere: no such data folder \(--data\)"):
+        main(EvalArgs(load_config=config, output_dir=tmp_path / "o", data=tmp_path / "elsewhere"))
     with pytest.raises(GeNVSError, match="--target-views must be all or a positive number"):
         main(EvalArgs(load_config=config, output_dir=tmp_path / "o", target_views="some"))
     (tmp_path / "a_file").write_text("")

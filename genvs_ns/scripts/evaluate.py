@@ -29,7 +29,7 @@ import torch
 import tyro
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from genvs_ns.errors import GeNVSError, user_errors_exit
+from genvs_ns.errors import DataError, GeNVSError, user_errors_exit
 from genvs_ns.evaluation.results import SCORES, ObjectResults, claim_output_dir, read_csv, write_csv
 from genvs_ns.sampling import SamplerSettings
 from genvs_ns.scripts.checkpoint import check_config
@@ -43,6 +43,8 @@ class EvalArgs:
     """config.yml written by ns-train."""
     output_dir: Path
     """Results go here (per_image.csv, per_object.csv, metrics.json, images/); a rerun continues what is there."""
+    data: Path | None = None
+    """Evaluate on this data set instead of the run's own (its folder moved, or objects of another kind)."""
     split: Literal["train", "val", "test"] = "test"
     """Which split's objects to evaluate."""
     objects: List[str] = field(default_factory=lambda: ["all"])
@@ -74,6 +76,8 @@ class EvalArgs:
     def check(self) -> None:
         """Refuses bad settings before anything is loaded."""
         check_config(self.load_config)
+        if self.data is not None and not self.data.is_dir():
+            raise DataError(self.data, "no such data folder (--data)")
         if self.batch_size < 1:
             raise GeNVSError("--batch-size must be at least 1")
         if self.target_views != "all" and not (self.target_views.isdigit() and int(self.target_views) >= 1):
@@ -86,11 +90,12 @@ class EvalArgs:
         evaluations."""
         settings = asdict(self)
         keys = (
-            "load_config", "split", "source_views", "target_views", "outputs", "sampling", "seed", "batch_size",
+            "load_config", "data", "split", "source_views", "target_views", "outputs", "sampling", "seed", "batch_size",
             "consistency_frames", "consistency_autoregressive",
         )  # fmt: skip
         settings = {k: settings[k] for k in keys}
         settings["load_config"] = str(Path(settings["load_config"]).resolve())
+        settings["data"] = str(Path(settings["data"]).resolve()) if settings["data"] is not None else None
         return settings
 
 
@@ -116,7 +121,7 @@ def main(args: EvalArgs) -> dict:
     out = args.output_dir
     claim_output_dir(out, args.result_settings())
     results = ObjectResults(out, list(args.outputs))
-    pipeline = load_pipeline(args.load_config, test_mode="test" if args.split == "test" else "val")
+    pipeline = load_pipeline(args.load_config, test_mode="test" if args.split == "test" else "val", data=args.data)
     pipeline.eval()
     ds = pipeline.datamanager.train_dataset if args.split == "train" else pipeline.datamanager.eval_dataset
     chosen = select_objects(ds.metadata["object_ids"], list(args.objects))
