@@ -96,6 +96,8 @@ class EvalArgs:
         settings = {k: settings[k] for k in keys}
         settings["load_config"] = str(Path(settings["load_config"]).resolve())
         settings["data"] = str(Path(settings["data"]).resolve()) if settings["data"] is not None else None
+        # Folders of the first genvs-eval (one noise generator per object) are not continued with these draws.
+        settings["noise_seeds"] = "per image: (seed, object, view)"
         return settings
 
 
