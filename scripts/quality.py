@@ -33,11 +33,11 @@ from genvs_ns.data.datamanager import evaluation_pairs
 from genvs_ns.data.prefetch import ObjectBatch
 from genvs_ns.errors import user_errors_exit
 from genvs_ns.evaluation.quality import image_scores, summarise, thirds
+from genvs_ns.evaluation.results import commit_hash
 from genvs_ns.model.denoiser import to_denoiser_range, to_pixels
 from genvs_ns.sampling import SamplerSettings
 from genvs_ns.sampling.views import render_pairs, render_views
 from genvs_ns.scripts.checkpoint import load_pipeline
-from genvs_ns.scripts.evaluate import commit_hash
 
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,17 @@ import numpy as np
 from genvs_ns.errors import DataError, GeNVSError
 
 SCORES = ("psnr", "ssim", "crop_psnr", "crop_ssim", "lpips")
+
+
+def commit_hash() -> str:
+    """The genvs-ns checkout's commit (empty outside a git checkout), for results to record."""
+    try:
+        here = Path(__file__).parent
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here
+        ).stdout.strip()
+    except OSError:
+        return ""
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -18,7 +18,6 @@ weights are (3DiM's protocol), the settings and the commit.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import tyro
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from genvs_ns.errors import DataError, GeNVSError, user_errors_exit
-from genvs_ns.evaluation.results import SCORES, ObjectResults, claim_output_dir, read_csv, write_csv
+from genvs_ns.evaluation.results import SCORES, ObjectResults, claim_output_dir, commit_hash, read_csv, write_csv
 from genvs_ns.sampling import SamplerSettings
 from genvs_ns.scripts.checkpoint import check_config
 
@@ -99,17 +98,6 @@ class EvalArgs:
         # Folders of the first genvs-eval (one noise generator per object) are not continued with these draws.
         settings["noise_seeds"] = "per image: (seed, object, view)"
         return settings
-
-
-def commit_hash() -> str:
-    """The genvs-ns checkout's commit (empty outside a git checkout), for results to record."""
-    try:
-        here = Path(__file__).parent
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here
-        ).stdout.strip()
-    except OSError:
-        return ""
 
 
 def main(args: EvalArgs) -> dict:
