@@ -122,6 +122,9 @@ def _run(args: ViewerCostArgs, case: Case, browser: str | None, work: Path) -> d
             os.killpg(viewer.pid, signal.SIGSTOP)
         _, err = proc.communicate()
     finally:
+        if proc.poll() is None:  # the viewer never came up: no training run is left behind
+            proc.kill()
+            proc.wait()
         if viewer is not None:
             os.killpg(viewer.pid, signal.SIGKILL)
             os.killpg(viewer.pid, signal.SIGCONT)

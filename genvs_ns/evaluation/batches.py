@@ -22,7 +22,7 @@ from genvs_ns.sampling.views import render_views
 class RenderedBatch:
     items: list[Item]
     outputs: Dict[str, Tensor]
-    """render_views' outputs (rgb, depth, accumulation; sample with a sampler), on the CPU, one row per item."""
+    """The scored outputs, on the CPU, one row per item: ``rgb`` (the NeRF render) and, with a sampler, ``sample``."""
     seconds: float
     """Wall time of the batch, its objects' encoding included."""
 
@@ -80,5 +80,6 @@ def render_batches(
         outputs = render_views(
             model, cond, ds.c2w[images].to(device), ds.K[images].to(device), sampling=sampling, generator=generators
         )
-        outputs = {k: v.float().cpu() for k, v in outputs.items()}
+        # Only what is scored leaves the device: depth, accumulation and the feature image stay behind.
+        outputs = {k: outputs[k].float().cpu() for k in ("rgb", "sample") if k in outputs}
         yield RenderedBatch(items, outputs, time.perf_counter() - start)
