@@ -4,9 +4,10 @@
     .venv/bin/python scripts/quality.py --load-config CFG --data outputs/mixed --output q.json --sheet q.png
 
 Outputs scored against the ground truth (genvs_ns/evaluation/quality.py: full frame and object crop, gradient-energy
-ratio):
+ratio; LPIPS on both where its weights are on disk, see genvs-lpips-weights):
 - ``nerf``: the feature field's RGB at the target view, conditioned on the input view;
 - ``sample``: the diffusion sample (default sampler, seeded);
+- ``white``: an all-white image, the baseline a mostly-white frame hands every figure;
 - ``autoregressive``: a path along the data set's own views of each object (nearest the input first), every frame
   conditioned on the input, earlier frames and the previous one; PSNR of its first and last thirds, beside the NeRF
   RGB conditioned on those generated frames and the NeRF RGB conditioned on the input alone;
@@ -32,7 +33,8 @@ from torchvision.utils import save_image
 from genvs_ns.data.datamanager import evaluation_pairs
 from genvs_ns.data.prefetch import ObjectBatch
 from genvs_ns.errors import user_errors_exit
-from genvs_ns.evaluation.quality import image_scores, summarise, thirds
+from genvs_ns.evaluation.metrics import lpips_missing, lpips_network
+from genvs_ns.evaluation.quality import image_scores, perceptual_scores, summarise, thirds
 from genvs_ns.evaluation.results import commit_hash
 from genvs_ns.model.denoiser import to_denoiser_range, to_pixels
 from genvs_ns.sampling import SamplerSettings
@@ -84,12 +86,21 @@ def main(args: QualityArgs) -> dict:
         pipeline = load_pipeline(args.load_config, test_mode="test", data=args.data)
     pipeline.eval()
     model, dm = pipeline.model, pipeline.datamanager
+    lpips = lpips_network()
+
+    def score(predictions: torch.Tensor, truths: torch.Tensor) -> list[dict]:
+        scores = [image_scores(p, t) for p, t in zip(predictions, truths)]
+        if lpips is not None:
+            for s, extra in zip(scores, perceptual_scores(lpips, predictions, truths)):
+                s.update(extra)
+        return scores
+
     if args.weights == "raw":
         model.ema = model.net  # every sampling path reads model.ema
     ds = dm.eval_dataset
     pairs = evaluation_pairs(ds, args.objects, args.views_per_object)
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
-    scores: dict[str, list[dict]] = {"nerf": [], "nerf_lowres": [], "sample": []}
+    scores: dict[str, list[dict]] = {"nerf": [], "nerf_lowres": [], "sample": [], "white": []}
     sweep = {s: {"denoiser": 0.0, "render": 0.0} for s in SIGMAS}
     steps_seen: list[list[dict]] = []
     rows = []
@@ -107,10 +118,11 @@ def main(args: QualityArgs) -> dict:
         steps_seen.append(per_step)
         # The denoiser's view of the render: RGB rendered at its lower resolution, upsampled (the residual's base).
         lowres = model.ema.upsample(out["features"], tuple(truth.shape[-2:]))[:, :3].float().clamp(0, 1)
+        scores["nerf"] += score(out["rgb"], truth)
+        scores["nerf_lowres"] += score(lowres, truth)
+        scores["sample"] += score(out["sample"], truth)
+        scores["white"] += score(torch.ones_like(truth), truth)  # the floor any figure must be read against
         for i in range(len(truth)):
-            scores["nerf"].append(image_scores(out["rgb"][i], truth[i]))
-            scores["nerf_lowres"].append(image_scores(lowres[i], truth[i]))
-            scores["sample"].append(image_scores(out["sample"][i], truth[i]))
             if len(rows) < 8:
                 rows.append(torch.cat([batch.source_images[i, 0], truth[i], out["rgb"][i], out["sample"][i]], -1))
         if args.sigma_sweep:
@@ -122,6 +134,7 @@ def main(args: QualityArgs) -> dict:
         "commit": commit_hash(),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
         "pairs": len(pairs),
+        **({} if lpips is not None else {"lpips_skipped": lpips_missing()}),
     }
     result.update({name: summarise(s).as_dict() for name, s in scores.items()})
     if args.sigma_sweep:
@@ -154,7 +167,7 @@ def main(args: QualityArgs) -> dict:
             )
     if args.autoregressive_objects > 0:
         result["autoregressive"] = _autoregressive(
-            model, ds, args, args.sampling, ContextPolicy(), generate_path, nearest_first
+            model, ds, args, args.sampling, ContextPolicy(), generate_path, nearest_first, score
         )
     result["seconds"] = round(time.perf_counter() - start, 1)
     if args.sheet is not None and rows:
@@ -187,7 +200,7 @@ def _sigma_sweep(model, batch: ObjectBatch, features: torch.Tensor, sweep: dict,
         sweep[s]["render"] += float(render_mse)
 
 
-def _autoregressive(model, ds, args: QualityArgs, settings, policy, generate_path, nearest_first) -> dict:
+def _autoregressive(model, ds, args: QualityArgs, settings, policy, generate_path, nearest_first, score) -> dict:
     sample_psnr, ar_nerf_psnr, input_nerf_psnr = [], [], []
     summaries = {"sample": [], "nerf_autoregressive": [], "nerf_input_only": []}
     for obj in range(min(args.autoregressive_objects, ds.num_objects)):
@@ -213,7 +226,7 @@ def _autoregressive(model, ds, args: QualityArgs, settings, policy, generate_pat
             ("nerf_autoregressive", path.nerf_rgb, ar_nerf_psnr),
             ("nerf_input_only", plain, input_nerf_psnr),
         ]:
-            s = [image_scores(f, t) for f, t in zip(frames, truth)]
+            s = score(frames, truth)
             summaries[name] += s
             per_frame.append([x["psnr"] for x in s])
 

@@ -22,9 +22,9 @@ def test_ns_eval_writes_nerf_and_sample_metrics(tiny_run, tmp_path):
     assert results["num_images"] == 2  # one held-out test object, two target views (genvs-tiny's eval settings)
     assert results["fps"] > 0 and results["num_rays_per_sec"] > 0  # per image, as nerfstudio's pipelines report
     # Without LPIPS/FID weights (as on CI) they are reported as skipped, with the reason; with them, computed.
-    from genvs_ns.evaluation.metrics import INCEPTION_FILE, VGG16_FILE, _weights
+    from genvs_ns.evaluation.metrics import INCEPTION_FILE, _weights, lpips_weights_on_disk
 
-    if _weights(VGG16_FILE).is_file():
+    if lpips_weights_on_disk():
         assert isinstance(results["nerf_lpips"], float)
     else:
         assert "cannot be downloaded" in results["lpips_skipped"]

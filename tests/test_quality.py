@@ -57,3 +57,30 @@ def test_crop_scores_see_what_the_white_frame_hides():
 def test_thirds():
     assert thirds([1.0, 2, 3, 4, 5, 6, 7, 8, 9]) == (2.0, 8.0)
     assert thirds([1.0, 3.0]) == (1.0, 3.0)
+
+
+class _MeanAbsoluteDifference(torch.nn.Module):
+    """Stands in for LPIPS (same call and output shape) so the test checks which pixels each figure sees."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return (a - b).abs().mean(dim=(1, 2, 3), keepdim=True)
+
+
+def test_perceptual_scores_cover_the_frame_and_the_crop_and_are_summarised_only_when_every_image_has_them():
+    from genvs_ns.evaluation.quality import perceptual_scores
+
+    truth = _object()
+    outside = truth.clone()
+    outside[:, 50:60, 50:60] = 0.0  # a blot outside the object's box (17-43, 7-37): only the full frame sees it
+    inside = truth.clone()
+    inside[:, 25:30, 15:20] = 1.0
+    scores = perceptual_scores(_MeanAbsoluteDifference(), torch.stack([outside, inside]), torch.stack([truth] * 2))
+    assert scores[0]["crop_lpips"] == 0.0 < scores[0]["lpips"]
+    assert scores[1]["crop_lpips"] > scores[1]["lpips"] > 0.0  # the same error weighs more in the smaller crop
+
+    plain = [image_scores(p, truth) for p in (outside, inside)]
+    assert "lpips" not in summarise(plain).as_dict()
+    with_lpips = [dict(s, **p) for s, p in zip(plain, scores)]
+    summary = summarise(with_lpips).as_dict()
+    assert summary["crop_lpips"] == round((scores[0]["crop_lpips"] + scores[1]["crop_lpips"]) / 2, 4)
+    assert "lpips" not in summarise([with_lpips[0], plain[1]]).as_dict()

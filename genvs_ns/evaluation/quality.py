@@ -4,14 +4,17 @@ Full-frame PSNR/SSIM are dominated by the white background (an all-white image s
 every figure is also computed on the object crop: the ground truth's foreground bounding box plus a margin. The
 gradient-energy ratio (mean |horizontal| + |vertical| finite differences of a prediction over the same of the truth)
 separates the two failure modes one PSNR hides: a blur scores < 1, speckle > 1, and a sharp clean image about 1.
+Where LPIPS weights are on disk (evaluation/metrics.py), LPIPS on the frame and on the crop too: the figure
+generative view synthesis is compared by, which does not reward a blur for sitting at the mean.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from genvs_ns.data.images import foreground
@@ -66,6 +69,21 @@ def image_scores(prediction: Float[Tensor, "3 H W"], truth: Float[Tensor, "3 H W
     }
 
 
+def perceptual_scores(
+    lpips: nn.Module, predictions: Float[Tensor, "n 3 H W"], truths: Float[Tensor, "n 3 H W"]
+) -> list[dict[str, float]]:
+    """Per image: LPIPS on the full frame and on the truth's object crop (``lpips_network()``'s network)."""
+    from genvs_ns.evaluation.metrics import lpips_distances
+
+    full = lpips_distances(lpips, predictions, truths)
+    crops = []
+    for prediction, truth in zip(predictions, truths):
+        top, bottom, left, right = foreground_box(truth)
+        box = (..., slice(top, bottom), slice(left, right))
+        crops.append(lpips_distances(lpips, prediction[box][None], truth[box][None]))
+    return [{"lpips": float(f), "crop_lpips": float(c)} for f, c in zip(full, torch.cat(crops))]
+
+
 @dataclass
 class Summary:
     """Means over a set of images; ``gradient_ratio`` is the ratio of the mean gradient energies (robust to a few
@@ -77,9 +95,11 @@ class Summary:
     crop_psnr: float
     crop_ssim: float
     gradient_ratio: float
+    lpips: float | None = None
+    crop_lpips: float | None = None
 
     def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items() if v is not None}
 
 
 def summarise(scores: list[dict[str, float]]) -> Summary:
@@ -93,6 +113,7 @@ def summarise(scores: list[dict[str, float]]) -> Summary:
         crop_psnr=mean("crop_psnr"),
         crop_ssim=mean("crop_ssim"),
         gradient_ratio=mean("gradient_energy") / max(mean("truth_gradient_energy"), 1e-8),
+        **{k: mean(k) for k in ("lpips", "crop_lpips") if all(k in s for s in scores)},
     )
 
 

@@ -216,7 +216,7 @@ def _saved_images(args: EvalArgs, ds, objects: list) -> Iterator[tuple[torch.Ten
 
 
 def _summary(args: EvalArgs, ds, objects: list, results: ObjectResults) -> dict:
-    from genvs_ns.evaluation.metrics import VGG16_FILE, missing_weights, streamed_fid
+    from genvs_ns.evaluation.metrics import lpips_missing, streamed_fid
     from genvs_ns.evaluation.paths import CONSISTENCY_FIELDS
 
     wanted = {o.object_id for o in objects}
@@ -229,7 +229,7 @@ def _summary(args: EvalArgs, ds, objects: list, results: ObjectResults) -> dict:
                 metrics[f"{name}_{s}"] = round(float(values.mean()), 4)
                 metrics[f"{name}_{s}_std"] = round(float(values.std()), 4)
     if not any(k.endswith("_lpips") for k in metrics):
-        metrics["lpips_skipped"] = missing_weights(VGG16_FILE, "VGG-16")
+        metrics["lpips_skipped"] = lpips_missing()
     if args.save_images:
         finished = [o for o in objects if o.object_id in results.done]
         metrics.update(streamed_fid(list(args.outputs), _saved_images(args, ds, finished)))
