@@ -9,7 +9,7 @@ was skipped and why.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Union
+from typing import Dict, Iterable, Union
 
 import torch
 from jaxtyping import Float
@@ -83,18 +83,6 @@ def perceptual_metrics(
     else:
         result.update(streamed_fid(list(predictions), [(targets, predictions)]))
     return result
-
-
-def image_lpips() -> Callable[[Float[Tensor, "3 H W"], Float[Tensor, "3 H W"]], float] | None:
-    """Per-image LPIPS where the weights are on disk, else None."""
-    net = lpips_network()
-    if net is None:
-        return None
-
-    def lpips(prediction: Tensor, truth: Tensor) -> float:
-        return float(lpips_distances(net, prediction[None], truth[None])[0])
-
-    return lpips
 
 
 def streamed_fid(

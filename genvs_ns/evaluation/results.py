@@ -13,7 +13,7 @@ import numpy as np
 
 from genvs_ns.errors import DataError, GeNVSError
 
-SCORES = ("psnr", "ssim", "crop_psnr", "crop_ssim", "lpips")
+SCORES = ("psnr", "ssim", "crop_psnr", "crop_ssim", "lpips", "crop_lpips")
 
 
 def commit_hash() -> str:
@@ -79,7 +79,10 @@ class ObjectResults:
             with open(self.object_path, newline="") as f:
                 reader = csv.DictReader(f)
                 if reader.fieldnames != self.object_fields:
-                    raise GeNVSError(f"{self.object_path}: written with other --outputs; choose a new --output-dir")
+                    raise GeNVSError(
+                        f"{self.object_path}: its columns are not these (other --outputs, or an older genvs-eval); "
+                        "choose a new --output-dir"
+                    )
                 self.done = {row["object"] for row in reader}
         # Rows of an object that was being written when a run was killed are dropped: it is evaluated again.
         rows = self.image_rows()

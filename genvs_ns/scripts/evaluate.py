@@ -137,10 +137,11 @@ def _score_batches(args: EvalArgs, model, ds, batches: list, results: ObjectResu
     from torchvision.utils import save_image
 
     from genvs_ns.evaluation.batches import render_batches
-    from genvs_ns.evaluation.metrics import image_lpips
-    from genvs_ns.evaluation.quality import image_scores
+    from genvs_ns.evaluation.metrics import lpips_network
+    from genvs_ns.evaluation.quality import image_scores, perceptual_scores
 
-    lpips = image_lpips()
+    lpips = lpips_network()
+    unscored = {"lpips": float("nan"), "crop_lpips": float("nan")}
     sampling = args.sampling if "sample" in args.outputs else None
     rows: dict[str, list[dict]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)  # an object's share of its batches' time
@@ -159,8 +160,8 @@ def _score_batches(args: EvalArgs, model, ds, batches: list, results: ObjectResu
                 for name in args.outputs:
                     image = batch.outputs["rgb" if name == "nerf" else "sample"][j]
                     scores = image_scores(image, truth)
-                    row.update({f"{name}_{s}": round(scores[s], 5) for s in SCORES if s != "lpips"})
-                    row[f"{name}_lpips"] = round(lpips(image, truth), 5) if lpips is not None else float("nan")
+                    scores.update(perceptual_scores(lpips, image[None], truth[None])[0] if lpips else unscored)
+                    row.update({f"{name}_{s}": round(scores[s], 5) for s in SCORES})
                     if args.save_images:
                         path = _image_file(args.output_dir, obj.object_id, view, name)
                         path.parent.mkdir(parents=True, exist_ok=True)
