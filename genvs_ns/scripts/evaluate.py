@@ -141,7 +141,6 @@ def _score_batches(args: EvalArgs, model, ds, batches: list, results: ObjectResu
     from genvs_ns.evaluation.quality import image_scores, perceptual_scores
 
     lpips = lpips_network()
-    unscored = {"lpips": float("nan"), "crop_lpips": float("nan")}
     sampling = args.sampling if "sample" in args.outputs else None
     rows: dict[str, list[dict]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)  # an object's share of its batches' time
@@ -150,17 +149,23 @@ def _score_batches(args: EvalArgs, model, ds, batches: list, results: ObjectResu
     with Progress(*columns, TimeRemainingColumn(), transient=True) as progress:
         task = progress.add_task("images", total=total)
         for k, batch in enumerate(render_batches(model, ds, batches, sampling, args.seed)):
+            truths = torch.stack([ds.image(item.image) for item in batch.items])
+            images = {name: batch.outputs["rgb" if name == "nerf" else "sample"] for name in args.outputs}
+            unscored = [{"lpips": float("nan"), "crop_lpips": float("nan")}] * len(truths)
+            # LPIPS of the whole batch at once (one network call per output for the frames).
+            perceptual = {
+                name: perceptual_scores(lpips, images[name], truths) if lpips is not None else unscored
+                for name in args.outputs
+            }
             for j, item in enumerate(batch.items):
                 obj = item.obj
                 if obj.object_id in results.done:  # finished in an earlier run; its batch holds unfinished ones
                     continue
-                truth = ds.image(item.image)
                 view = int(ds.view_index[item.image])
                 row: dict = {"object": obj.object_id, "view": view}
                 for name in args.outputs:
-                    image = batch.outputs["rgb" if name == "nerf" else "sample"][j]
-                    scores = image_scores(image, truth)
-                    scores.update(perceptual_scores(lpips, image[None], truth[None])[0] if lpips else unscored)
+                    image = images[name][j]
+                    scores = {**image_scores(image, truths[j]), **perceptual[name][j]}
                     row.update({f"{name}_{s}": round(scores[s], 5) for s in SCORES})
                     if args.save_images:
                         path = _image_file(args.output_dir, obj.object_id, view, name)
