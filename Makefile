@@ -7,7 +7,7 @@ DEMO_DIR ?= outputs/demo
 # 0.41 s a step on 2 cores with AVX512/AMX (bf16): 12 minutes in all; 1.27 s on an AVX2-only CPU (fp32): 35 minutes.
 DEMO_STEPS ?= 1600
 
-.PHONY: demo test lint venv clean-demo
+.PHONY: demo test lint venv clean-demo docs-animation
 
 venv: $(STAMP)
 
@@ -26,6 +26,13 @@ demo: $(STAMP)
 	$(BIN)/genvs-contact-sheet --load-config $(DEMO_DIR)/runs/demo/genvs-tiny/run/config.yml \
 		--output $(DEMO_DIR)/contact_sheet.png
 	@echo "demo: contact sheet (input | ground truth | NeRF RGB | diffusion sample) at $(DEMO_DIR)/contact_sheet.png"
+
+# The README's header animation, from the demo checkpoint (run `make demo` first): a held-out car's input view, its
+# autoregressive samples and the NeRF RGB along a spiral, as genvs-sample writes them (turntable.gif).
+docs-animation: $(STAMP)
+	$(BIN)/genvs-sample --load-config $(DEMO_DIR)/runs/demo/genvs-tiny/run/config.yml --output-dir $(DEMO_DIR)/turntable \
+		--object 3 --num-frames 24 --formats gif --video-scale 3 --fps 8
+	cp $(DEMO_DIR)/turntable/turntable.gif docs/images/turntable.gif
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest -q; status=$$?; \

@@ -5,7 +5,7 @@ Both are the same code with different numbers. The device defaults to CUDA where
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Type
 
 import torch
@@ -17,6 +17,7 @@ from genvs_ns.data.datamanager import GeNVSDataManagerConfig
 from genvs_ns.data.srn_dataparser import SRNDataParserConfig
 from genvs_ns.model.model_config import GeNVSModelConfig
 from genvs_ns.pipeline import GeNVSPipelineConfig
+from genvs_ns.sampling import EDM_STOCHASTIC_SAMPLING
 from genvs_ns.trainer import GeNVSTrainerConfig
 
 
@@ -83,15 +84,20 @@ def _trainer(
 
 
 def genvs_trainer() -> GeNVSTrainerConfig:
-    """Paper sizes: 128 px images, 64x64 x 64-plane volumes, 64+64 samples, an 89M-parameter U-Net."""
-    return _trainer(
+    """Paper sizes: 128 px images, 64x64 x 64-plane volumes, 64+64 samples, an 89M-parameter U-Net; EDM's stochastic
+    sampler by default (the CPU preset's tuned sampler is not measured at this size)."""
+    config = _trainer(
         "genvs",
         max_num_iterations=500_000,
         eval_every=2000,
         lr=1e-4,
-        datamanager=GeNVSDataManagerConfig(dataparser=SRNDataParserConfig(), objects_per_batch=8),
+        # 8 objects kept an H200 busy 23% of the time (22.5 objects/s); 32 reached 52% (70-76 objects/s) in 40.7 GiB.
+        datamanager=GeNVSDataManagerConfig(dataparser=SRNDataParserConfig(), objects_per_batch="auto"),
         model=GeNVSModelConfig(),
     )
+    config.pipeline.sampling = replace(EDM_STOCHASTIC_SAMPLING)
+    config.pipeline.eval_all_sample_steps = config.pipeline.renders.sample_steps = EDM_STOCHASTIC_SAMPLING.steps
+    return config
 
 
 def genvs_tiny_trainer() -> GeNVSTrainerConfig:

@@ -17,15 +17,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.cuda.amp.grad_scaler import GradScaler
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from genvs_ns import checks
 from genvs_ns.cpu_runtime import apply_cpu_settings
 from genvs_ns.data.datamanager import GeNVSDataManager, GeNVSDataManagerConfig
 from genvs_ns.data.prefetch import ObjectBatch
-from genvs_ns.errors import GeNVSError, exits_on_user_error
+from genvs_ns.errors import exits_on_user_error
 from genvs_ns.evaluation.metrics import perceptual_metrics
 from genvs_ns.geometry import estimate_up
+from genvs_ns.loss_guard import NonFiniteGuard
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.model_config import GeNVSModelConfig
-from genvs_ns.sampling import DEFAULT_STEPS, default_sampling
+from genvs_ns.sampling import DEFAULT_STEPS, SamplerSettings, default_sampling
 from genvs_ns.sampling.camera_renders import CameraRenderConfig, CameraRenders
 from genvs_ns.sampling.views import render_pairs
 from genvs_ns.video import ensure_ffmpeg_on_path
@@ -40,6 +42,9 @@ class GeNVSPipelineConfig(VanillaPipelineConfig):
     """Object-level datamanager."""
     model: GeNVSModelConfig = field(default_factory=GeNVSModelConfig)
     """The GeNVS model."""
+    sampling: SamplerSettings = field(default_factory=SamplerSettings)
+    """The method's default sampler: what ns-eval, ns-render, ns-viewer and the genvs-* commands use where their
+    flags leave a setting unset (presets: genvs-tiny the tuned ancestral sampler, genvs EDM's stochastic one)."""
     eval_sample_steps: int = 0
     """Denoiser steps (default sampler) for a diffusion sample in the periodic eval images (0: NeRF renders only)."""
     eval_all_sample_steps: int = DEFAULT_STEPS
@@ -50,6 +55,15 @@ class GeNVSPipelineConfig(VanillaPipelineConfig):
     def __setstate__(self, state: dict) -> None:
         # A config.yml is unpickled without __init__: one written before a field existed gets that field's default.
         self.__dict__.update({**GeNVSPipelineConfig().__dict__, **state})
+
+    def check(self) -> None:
+        """The model's, datamanager's and pipeline's numbers, each refused in one line naming its flag."""
+        self.model.check()
+        self.datamanager.check()
+        checks.at_least("--pipeline.eval-sample-steps", self.eval_sample_steps, 0)
+        checks.at_least("--pipeline.eval-all-sample-steps", self.eval_all_sample_steps, 0)
+        self.sampling.check()
+        self.renders.check()
 
     @exits_on_user_error  # how ns-train, ns-eval, ns-render, ns-viewer and ns-export build the pipeline
     def setup(self, **kwargs) -> "GeNVSPipeline":
@@ -70,6 +84,7 @@ class GeNVSPipeline(VanillaPipeline):
         grad_scaler: GradScaler | None = None,
     ):
         Pipeline.__init__(self)
+        config.check()  # before the data set is parsed or anything is built
         if torch.device(device).type == "cuda" and torch.device(device).index is not None:
             # NCCL collectives (the DDP broadcast, barriers) run on the current CUDA device: make it this rank's.
             torch.cuda.set_device(torch.device(device))
@@ -101,15 +116,22 @@ class GeNVSPipeline(VanillaPipeline):
             grad_scaler=grad_scaler,
         )
         self.model.to(device)
-        self.camera_renders = CameraRenders(self.model, self.datamanager.eval_dataset or train, train, config.renders)
+        self.camera_renders = CameraRenders(
+            self.model, self.datamanager.eval_dataset or train, train, config.renders, config.sampling,
+            training=test_mode == "val",
+        )  # fmt: skip
         self.model.set_camera_renders(self.camera_renders.render)
         self.world_size = world_size
+        self.loss_guard = NonFiniteGuard()
         self._said_skipped = False
         self._ddp_device_ids = [local_rank] if torch.device(device).type == "cuda" else None
         if world_size > 1:
             # Unlike nerfstudio's default, no device_ids on the CPU (gloo), and every parameter must get a gradient
             # every step (find_unused_parameters=False turns a violation into an error instead of a silent cost).
-            self._model = typing.cast(GeNVSModel, DDP(self.model, device_ids=self._ddp_device_ids))
+            # No buffer changes in training (U-Net kernels, constants): re-sending ~300 of them every step is waste.
+            self._model = typing.cast(
+                GeNVSModel, DDP(self.model, device_ids=self._ddp_device_ids, broadcast_buffers=False)
+            )
             dist.barrier(device_ids=self._ddp_device_ids)
 
     @property
@@ -121,14 +143,7 @@ class GeNVSPipeline(VanillaPipeline):
         outputs = self._model(batch)
         metrics = self.model.get_metrics_dict(outputs, batch)
         losses = self.model.get_loss_dict(outputs, batch, metrics)
-        # One host sync a step: a NaN or inf loss would otherwise train on silently into a NaN model, overwriting the
-        # good checkpoints one save interval later.
-        if not bool(torch.isfinite(sum(loss.detach() for loss in losses.values()))):
-            bad = {k: float(v) for k, v in losses.items() if not bool(torch.isfinite(v.detach()))}
-            raise GeNVSError(
-                f"step {step}: non-finite loss ({', '.join(f'{k} {v}' for k, v in bad.items())}); "
-                "stopped before the update, checkpoints so far are intact"
-            )
+        self.loss_guard.record(step, losses)  # every rank stops at the same step (loss_guard.py)
         return outputs, losses, metrics
 
     @torch.no_grad()
@@ -142,7 +157,7 @@ class GeNVSPipeline(VanillaPipeline):
         return outputs, losses, metrics
 
     def _eval_outputs(self, batch: ObjectBatch, sample_steps: int, generator: torch.Generator | None = None):
-        return render_pairs(self.model, batch, default_sampling(sample_steps), generator)
+        return render_pairs(self.model, batch, default_sampling(sample_steps, self.config.sampling), generator)
 
     @torch.no_grad()
     def get_eval_image_metrics_and_images(self, step: int):

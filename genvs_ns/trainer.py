@@ -1,24 +1,31 @@
-"""nerfstudio's ``Trainer`` with checkpoints that survive a kill: written atomically, and resumed from the newest one
-that loads.
+"""nerfstudio's ``Trainer`` with checkpoints that survive a kill: written atomically, resumed from the newest one that
+loads, and resumed as the same run.
 
 nerfstudio writes ``step-N.ckpt`` in place and then deletes the others: a kill (or a full disk) during ``torch.save``
-left a truncated newest checkpoint and nothing else, a week-long run lost.
+left a truncated newest checkpoint and nothing else, a week-long run lost. It also saves no random state: a resumed
+run drew its first batches again, in the order of step 0. Here every random state a step draws from (the training
+sampler's generator, torch's CPU and CUDA generators, Python's and NumPy's) is saved with the checkpoint, for every
+DDP rank, and restored: N steps, or N/2 steps and a resume for the rest, end with the same weights on the CPU.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Type
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import tyro
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from genvs_ns import checks
 from genvs_ns.errors import DataError, exits_on_user_error
 from genvs_ns.model.precision import autocast_dtype
 
@@ -30,6 +37,18 @@ class GeNVSTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: GeNVSTrainer)
     prompt: tyro.conf.Suppress[str | None] = None
     """nerfstudio's alias of --pipeline.model.prompt (text-to-NeRF methods): hidden, GeNVS takes no prompt."""
+
+    # ns-train's main writes config.yml before it builds anything: a bad setting is refused here, before that.
+    @exits_on_user_error
+    def save_config(self) -> None:
+        pipeline = self.pipeline
+        if hasattr(pipeline, "check"):
+            pipeline.check()
+        checks.at_least("--max-num-iterations", self.max_num_iterations, 1)
+        for name in ("steps_per_save", "steps_per_eval_batch", "steps_per_eval_image", "steps_per_eval_all_images"):
+            checks.at_least("--" + name.replace("_", "-"), getattr(self, name), 0)
+        checks.seed("--machine.seed", self.machine.seed)
+        super().save_config()
 
 
 def _step_of(path: Path) -> int:
@@ -77,20 +96,66 @@ class GeNVSTrainer(Trainer):
     def train(self) -> None:
         super().train()
 
-    @check_main_thread
+    def _pipeline(self):
+        return self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline  # type: ignore
+
+    def _random_states(self) -> dict:
+        """This process's random states, as plain data and tensors (a weights-only load reads them back)."""
+        numpy_state = np.random.get_state()
+        return {
+            "sampler": self._pipeline().datamanager.sampler_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+            "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        }
+
+    def _restore_random_states(self, saved: list[dict] | None, path: Path) -> None:
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else self.local_rank
+        if not saved or len(saved) != self.world_size:
+            what = "no random states" if not saved else f"the random states of {len(saved)} processes"
+            CONSOLE.print(
+                f"[yellow]genvs-ns: {path} holds {what}; this run of {self.world_size} continues with fresh ones "
+                "(its batches differ from the run that wrote it)"
+            )
+            return
+        state = saved[rank]
+        self._pipeline().datamanager.load_sampler_state(state["sampler"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+
     def save_checkpoint(self, step: int) -> None:
         """nerfstudio's checkpoint, written to a temporary file beside the checkpoint folder (never listed by
-        nerfstudio's loaders), flushed to disk and renamed into place; only then are older checkpoints deleted."""
+        nerfstudio's loaders), flushed to disk and renamed into place; only then are older checkpoints deleted.
+
+        Every rank enters (nerfstudio's is main-process only): each hands its random states to the main process.
+        Nothing is written before every step's loss is known to be finite (loss_guard.py)."""
+        self._pipeline().loss_guard.check(wait=True, now=step)
+        states = [self._random_states()]
+        # The viewer's save button calls this from its own thread, on the main process only: no gathering there.
+        gather = threading.current_thread() is threading.main_thread()
+        if gather and self.world_size > 1 and dist.is_available() and dist.is_initialized():
+            states = [None] * self.world_size  # type: ignore[list-item]
+            dist.all_gather_object(states, self._random_states())
+        self._write_checkpoint(step, states)
+
+    @check_main_thread
+    def _write_checkpoint(self, step: int, random_states: list[dict]) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         partial = self.checkpoint_dir.parent / f".{self.checkpoint_dir.name}-{path.name}.partial"
-        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline  # type: ignore
         state = {
             "step": step,
-            "pipeline": pipeline.state_dict(),
+            "pipeline": self._pipeline().state_dict(),
             "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
+            "random_states": random_states,  # one per DDP rank
         }
         with open(partial, "wb") as f:
             torch.save(_plain(state), f)
@@ -104,27 +169,46 @@ class GeNVSTrainer(Trainer):
                     old.unlink()
 
     def _load_checkpoint(self) -> None:
-        """``--load-dir`` without ``--load-step``: the newest checkpoint that loads (a damaged one is reported and
-        skipped); everything else as nerfstudio does it."""
-        load_dir = self.config.load_dir
-        if load_dir is None or self.config.load_step is not None:
-            return super()._load_checkpoint()
-        candidates = sorted(Path(load_dir).glob("step-*.ckpt"), key=_step_of, reverse=True)
-        if not candidates:
-            raise DataError(load_dir, "no checkpoint (step-*.ckpt) in it")
+        """nerfstudio's ``--load-dir`` (with or without ``--load-step``) and ``--load-checkpoint``, read weights-only;
+        without ``--load-step`` the newest checkpoint that loads (a damaged one is reported and skipped). The random
+        states are restored too, so the run continues as if it had not stopped."""
+        load_dir, load_file = self.config.load_dir, self.config.load_checkpoint
+        if load_dir is not None and self.config.load_step is not None:
+            candidates = [Path(load_dir) / f"step-{self.config.load_step:09d}.ckpt"]
+        elif load_dir is not None:
+            candidates = sorted(Path(load_dir).glob("step-*.ckpt"), key=_step_of, reverse=True)
+            if not candidates:
+                raise DataError(load_dir, "no checkpoint (step-*.ckpt) in it")
+        elif load_file is not None:
+            candidates = [Path(load_file)]
+        else:
+            CONSOLE.print("No Nerfstudio checkpoint to load, so training from scratch.")
+            return
         for path in candidates:
+            if len(candidates) == 1 and not path.is_file():
+                raise DataError(path, "no such checkpoint")
             try:
                 # Tensors, numbers and dicts only: loading never runs code from the file.
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001 - truncated, corrupt, or not a checkpoint
+                if len(candidates) == 1:
+                    raise DataError(path, f"cannot be loaded ({type(exc).__name__})") from None
                 CONSOLE.print(f"[yellow]genvs-ns: {path}: cannot be loaded ({type(exc).__name__}); trying an older one")
                 continue
             self._start_step = state["step"] + 1
             self.pipeline.load_pipeline(state["pipeline"], state["step"])
-            self.optimizers.load_optimizers(state["optimizers"])
+            try:
+                self.optimizers.load_optimizers(state["optimizers"])
+            except (ValueError, KeyError) as exc:  # torch: "...a parameter group that doesn't match the size..."
+                raise DataError(
+                    path,
+                    f"its optimizer state does not fit this model's parameters ({str(exc).splitlines()[0]}): it was "
+                    "written by an older genvs-ns or with other model settings; resume it with that version",
+                ) from None
             if "schedulers" in state and self.config.load_scheduler:
                 self.optimizers.load_schedulers(state["schedulers"])
             self.grad_scaler.load_state_dict(state["scalers"])
+            self._restore_random_states(state.get("random_states"), path)
             CONSOLE.print(f"Done loading Nerfstudio checkpoint from {path}")
             return None
         raise DataError(candidates[0], "cannot be loaded, nor can any older checkpoint beside it")

@@ -39,9 +39,23 @@ def ensure_ffmpeg_on_path() -> None:
     os.environ["PATH"] = f"{cache}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-def write_video(path: Path, frames: Float[Tensor, "n 3 H W"], fps: int) -> None:
-    """H.264 MP4 of frames in [0, 1]."""
-    import imageio.v3 as iio
+VIDEO_FORMATS = ("mp4", "gif", "webp")
 
+
+def write_video(path: Path, frames: Float[Tensor, "n 3 H W"], fps: int) -> None:
+    """Frames in [0, 1] as a looping animation: H.264 MP4 (PyAV), or GIF / animated WebP (Pillow), by suffix.
+    GIFs and WebPs render on repository pages and in chats, where a video may not."""
     video = (frames.permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-    iio.imwrite(path, video, plugin="pyav", fps=fps, codec="libx264")
+    suffix = Path(path).suffix.lower()
+    if suffix == ".mp4":
+        import imageio.v3 as iio
+
+        iio.imwrite(path, video, plugin="pyav", fps=fps, codec="libx264")
+        return
+    if suffix not in (".gif", ".webp"):
+        raise ValueError(f"write_video: {path}: not one of .{', .'.join(VIDEO_FORMATS)}")
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in video]
+    options = {"optimize": True} if suffix == ".gif" else {"lossless": False, "quality": 90}
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0, **options)

@@ -14,7 +14,11 @@ flushed, as the pipeline sets them on the CPU (genvs_ns/cpu_runtime.py). Numbers
 - field_render: samples/s through field + renderer, forward and backward, at the paper field size, with the MLP's
   FLOP/s as a fraction of the measured fp32 matmul rate; beside it the MLP alone and the volume lookup alone on as
   many points, and the time the whole would have to take to reach half the fp32 matmul rate;
-- denoiser: denoiser evaluations/s (batch 1, no grad) of the tiny U-Net at 64 px and the paper U-Net at 128 px.
+- denoiser: denoiser evaluations/s (batch 1, no grad) of the tiny U-Net at 64 px and the paper U-Net at 128 px;
+- step_profile: what one paper-size training step (2 objects, 3 source views, 128 px, the model's autocast, the EMA
+  update) asks of the framework, counted with torch.profiler: aten operators, dtype casts (aten::_to_copy), host
+  reads of tensor values (aten::_local_scalar_dense: .item(), bool(), float() of a tensor; on a GPU each one waits
+  for it), and the step time; on CUDA also kernel launches and the GPU's busy share of the step.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CASES = ["matmul", "train_step_tiny", "train_step_paper", "data_time", "field_render", "denoiser"]
+CASES = ["matmul", "train_step_tiny", "train_step_paper", "data_time", "field_render", "denoiser", "step_profile"]
 
 
 def _timeit(fn, warmup: int, repeat: int) -> list[float]:
@@ -60,32 +64,128 @@ def matmul() -> dict:
     return result
 
 
-def _train_step(preset: str, steps: int, workers: int | None = None) -> dict:
-    import torch
+def _setup_step(
+    preset: str, tmp: str, objects: int | None = None, sources: int | None = None, device: str = "cpu",
+    compile: str = "auto", workers: int = 0, image_cache_size: int | None = None,
+):  # fmt: skip
+    """A pipeline, its optimizers and one training step (forward, backward, optimizer, EMA) as a function."""
     from nerfstudio.engine.optimizers import Optimizers
 
     from genvs_ns.config import genvs_tiny_trainer, genvs_trainer
     from genvs_ns.data.toy import generate
 
+    if preset == "tiny":
+        config = genvs_tiny_trainer()
+        generate(Path(tmp), num_objects=12, num_views=8, resolution=64, seed=0)
+    else:
+        config = genvs_trainer()
+        generate(Path(tmp), num_objects=6, num_views=8, resolution=128, seed=0)
+    dm = config.pipeline.datamanager
+    if objects is not None:
+        dm.objects_per_batch = objects
+    if sources is not None:
+        dm.min_source_views = dm.max_source_views = sources
+    dm.data, dm.num_workers = Path(tmp), workers
+    if image_cache_size is not None:
+        dm.image_cache_size = image_cache_size
+    config.pipeline.model.compile = compile
+    pipeline = config.pipeline.setup(device=device, test_mode="val")
+    optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
+    callbacks = pipeline.get_training_callbacks(None)
+    counter = iter(range(1 << 62))
+
+    def step() -> None:
+        i = next(counter)
+        optimizers.zero_grad_all()
+        _, losses, _ = pipeline.get_train_loss_dict(i)
+        sum(losses.values()).backward()
+        optimizers.optimizer_step_all()
+        for cb in callbacks:
+            cb.run_callback_at_location(i, cb.where_to_run[0])
+
+    return pipeline, step
+
+
+def _outside(events, name: str, ancestor_prefix: str) -> int:
+    """Events called ``name`` with no ancestor whose name starts with ``ancestor_prefix``."""
+
+    def inside(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith(ancestor_prefix):
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    return sum(1 for e in events if e.name == name and not inside(e))
+
+
+def step_profile(compile: str = "auto") -> dict:
+    """Operators, casts and host reads of one paper-size training step (see the module docstring)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        if preset == "tiny":
-            config = genvs_tiny_trainer()
-            generate(Path(tmp), num_objects=12, num_views=8, resolution=64, seed=0)
-        else:
-            config = genvs_trainer()
-            generate(Path(tmp), num_objects=6, num_views=8, resolution=128, seed=0)
-            dm = config.pipeline.datamanager
-            dm.objects_per_batch, dm.min_source_views, dm.max_source_views = 1, 3, 3
-        dm = config.pipeline.datamanager
-        if workers is not None:
-            dm.objects_per_batch, dm.num_workers, dm.image_cache_size = 2, workers, 0
-        dm.data = Path(tmp)
-        pipeline = config.pipeline.setup(device="cpu", test_mode="val")
-        optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
-        callbacks = pipeline.get_training_callbacks(None)
+        pipeline, step = _setup_step("paper", tmp, objects=2, sources=3, device=device, compile=compile)
+
+        def synced_step() -> None:
+            step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        times = _timeit(synced_step, 3, 3)  # a compiled U-Net compiles in the first
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        with profile(activities=activities) as prof:
+            synced_step()
+    events = prof.key_averages()
+    count = {e.key: e.count for e in events}
+    result = {
+        "device": device,
+        "objects_per_batch": 2,
+        "source_views": 3,
+        "precision": pipeline.model.config.precision,
+        "compile": compile,
+        "median_step_s": round(statistics.median(times), 3),
+        "aten_operators": sum(n for k, n in count.items() if k.startswith("aten::")),
+        "dtype_casts": count.get("aten::_to_copy", 0),
+        "host_reads": count.get("aten::_local_scalar_dense", 0),
+        # The CPU's fused Adam reads each parameter's step counter inside its kernel (~750 a step here, no wait on a
+        # CPU; on CUDA the counters stay on the device): the reads the step's own code makes are the others.
+        "host_reads_outside_fused_adam": _outside(prof.events(), "aten::_local_scalar_dense", "aten::_fused_adam"),
+        "dtype_casts_outside_fused_adam": _outside(prof.events(), "aten::_to_copy", "aten::_fused_adam"),
+        "top_operators": dict(sorted(((k, n) for k, n in count.items() if k.startswith("aten::")),
+                                     key=lambda kv: -kv[1])[:12]),
+    }  # fmt: skip
+    if device == "cuda":
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        result["kernel_launches"] = len(kernels)
+        result["gpu_busy_share"] = round(sum(e.device_time for e in kernels) / 1e6 / max(times[-1], 1e-9), 3)
+        by_kernel: dict[str, float] = {}
+        for e in kernels:
+            by_kernel[e.name] = by_kernel.get(e.name, 0.0) + e.device_time / 1e3
+        result["top_kernels_ms"] = {
+            k[:80]: round(v, 2) for k, v in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:10]
+        }
+        result["fused_attention"] = any("flash" in k.lower() or "efficient_attention" in k.lower() for k in by_kernel)
+    return result
+
+
+def _train_step(preset: str, steps: int, workers: int | None = None) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        # The paper preset at batch 1 (3 views), or at 2 objects with no image cache when data loading is measured.
+        objects = (2 if workers is not None else 1) if preset == "paper" else None
+        pipeline, step = _setup_step(
+            preset, tmp, objects=objects, sources=3 if preset == "paper" else None, workers=workers or 0,
+            image_cache_size=0 if workers is not None else None,
+        )  # fmt: skip
+        dm = pipeline.datamanager
         data_times = []
-        next_train = pipeline.datamanager.next_train
+        next_train = dm.next_train
 
         def timed_next_train(step: int):
             start = time.perf_counter()
@@ -93,28 +193,20 @@ def _train_step(preset: str, steps: int, workers: int | None = None) -> dict:
             data_times.append(time.perf_counter() - start)
             return out
 
-        pipeline.datamanager.next_train = timed_next_train  # type: ignore[method-assign]
-
-        def step() -> None:
-            optimizers.zero_grad_all()
-            _, losses, _ = pipeline.get_train_loss_dict(0)
-            sum(losses.values()).backward()
-            optimizers.optimizer_step_all()
-            for cb in callbacks:
-                cb.run_callback_at_location(0, cb.where_to_run[0])
-
+        dm.next_train = timed_next_train  # type: ignore[method-assign]
         times = _timeit(step, 2, steps)
         params = {k: round(sum(p.numel() for p in v) / 1e6, 2) for k, v in pipeline.get_param_groups().items()}
     data = data_times[-steps:]
+    cfg = dm.config
     return {
         "median_step_s": round(statistics.median(times), 3),
         "median_data_s": round(statistics.median(data), 4),
         "data_share": round(sum(data) / sum(times), 4),
         "steps_timed": steps,
         "objects_per_batch": dm.objects_per_batch,
-        "source_views": [dm.min_source_views, dm.max_source_views],
-        "num_workers": dm.num_workers,
-        "image_cache_size": dm.image_cache_size,
+        "source_views": [cfg.min_source_views, cfg.max_source_views],
+        "num_workers": cfg.num_workers,
+        "image_cache_size": cfg.image_cache_size,
         "params_millions": params,
         "peak_rss_mb": round(_peak_rss_mb()),
     }
@@ -159,7 +251,7 @@ def field_render() -> dict:
     origins, directions = image_rays(c2w[None, V], K[None, V], (128, 128), (hw, hw))
     background = torch.ones(16)
     result = {"rays": rays, "samples_per_ray": coarse + fine, "views": V}
-    mlp_flops = 2 * (C * 64 + 64 * 64 + 64 * 17)  # per sample, forward
+    mlp_flops = 2 * (field.mlp.in_dim * 64 + 64 * 64 + 64 * 17)  # per sample, forward
 
     def fn(autocast: bool) -> None:
         def field_fn(points):
@@ -171,7 +263,7 @@ def field_render() -> dict:
         (out.features.sum() + out.depth.sum()).backward()
 
     samples = rays * (coarse + fine)
-    feats = torch.rand(B, samples, C, requires_grad=True)
+    feats = torch.rand(B, samples, field.mlp.in_dim, requires_grad=True)
 
     def mlp_alone(autocast: bool) -> None:
         # The field's MLP on as many points, nothing else: what its matmuls reach at this shape (the ceiling).

@@ -9,8 +9,13 @@ the largest batch). Checks:
 - trilinear: grid_sample on the device against the numba CPU kernel, values and volume gradients on the same inputs;
 - field_tcnn: the field with tiny-cuda-nn's MLP (where installed): forward and backward shapes, finite values, and
   the same field loaded into torch layers (checkpoint conversion) giving the same outputs;
-- train: the `genvs` preset, 60 steps on 128-px toy data through nerfstudio's Trainer: median step time, peak GPU
-  memory, GPU utilisation (NVML) and the share of the step spent waiting for data;
+- train: the `genvs` preset as a user gets it (objects per batch "auto", the U-Net compiled), 60 steps on 128-px toy
+  data through nerfstudio's Trainer (config.yml written, as ns-train writes it): objects/s, median step time, peak
+  GPU memory, GPU utilisation (NVML), the share of the step spent waiting for data, and the losses;
+- train_eager: the same with --pipeline.model.compile off, and whether its losses match the compiled run's;
+- train_8: the preset at 8 objects a batch (the default before "auto"), for the objects/s it gave;
+- step_profile: one 2-object training step under torch.profiler (scripts/benchmark.py): kernel launches, dtype casts,
+  host reads, the GPU's busy share of the step and the top kernels, compiled and eager;
 - mixed_precision: `ns-train genvs --mixed-precision True` for 3 steps, through the CLI;
 - sample: `genvs-sample --sampler heun --churn 1` on the trained checkpoint, through the CLI;
 - evaluate: `genvs-eval` on the training split with that checkpoint (NeRF RGB and 15-step samples, batch 32, across
@@ -35,8 +40,19 @@ from typing import Callable
 
 import torch
 
-BIN = Path(sys.executable).parent
 NO_CUDA = "skipped: no CUDA device"
+
+
+def _command(name: str) -> Path:
+    """A console script: on PATH, or beside the interpreter (a venv); under `pip install --target` it is in the
+    target's bin/, which gpu_smoke.sh puts on PATH."""
+    import shutil
+
+    found = shutil.which(name) or (Path(sys.executable).parent / name if (Path(sys.executable).parent / name).exists()
+                                   else None)  # fmt: skip
+    if found is None:
+        raise FileNotFoundError(f"{name}: not on PATH nor beside {sys.executable}")
+    return Path(found)
 
 
 def _check(name: str, fn: Callable[[], dict], results: dict) -> None:
@@ -67,8 +83,8 @@ def device_info() -> dict:
 
 
 def trilinear() -> dict:
-    """The device's grid_sample path against the numba kernel (the CPU path), on the same inputs."""
-    from genvs_ns.model.trilinear import _cpu_function, trilinear_mean
+    """The device's grid_sample path against the numba kernel (the CPU path), on the same inputs, for both poolings."""
+    from genvs_ns.model.trilinear import _cpu_function, trilinear_pool
 
     if _cpu_function() is None:
         return {"status": "skipped: numba kernel unavailable"}
@@ -77,34 +93,37 @@ def trilinear() -> dict:
     coords = torch.rand(2, 3, 4000, 3, generator=gen) * 2.4 - 1.2  # some points outside the volumes
     grad_out = torch.randn(2, 4000, 16, generator=gen)
 
-    def run(device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(device: str, pooling: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         vol = volumes.to(device, copy=True).requires_grad_()
-        out = trilinear_mean(vol, coords.to(device))
+        out, coverage = trilinear_pool(vol, coords.to(device), pooling)  # type: ignore[arg-type]
         out.backward(grad_out.to(device))
-        return out.detach().cpu(), vol.grad.detach().cpu()
+        return out.detach().cpu(), coverage.cpu(), vol.grad.detach().cpu()
 
-    kernel_out, kernel_grad = run("cpu")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        # The reference on the CPU: grid_sample as the CUDA path calls it.
-        import genvs_ns.model.trilinear as tri
+    result: dict = {"reference": "grid_sample on " + device}
+    for pooling in ("visible", "mean"):
+        kernel = run("cpu", pooling)
+        if device == "cpu":
+            # The reference on the CPU: grid_sample as the CUDA path calls it.
+            import genvs_ns.model.trilinear as tri
 
-        original = tri._cpu_function
-        tri._cpu_function = lambda: None  # type: ignore[assignment]
-        try:
-            ref_out, ref_grad = run("cpu")
-        finally:
-            tri._cpu_function = original  # type: ignore[assignment]
-    else:
-        ref_out, ref_grad = run(device)
-    value_err = float((ref_out - kernel_out).abs().max())
-    grad_err = float((ref_grad - kernel_grad).abs().max())
-    return {
-        "reference": "grid_sample on " + device,
-        "max_abs_diff_values": value_err,
-        "max_abs_diff_grads": grad_err,
-        "ok": value_err < 1e-4 and grad_err < 1e-3,
-    }
+            original = tri._cpu_function
+            tri._cpu_function = lambda: None  # type: ignore[assignment]
+            try:
+                ref = run("cpu", pooling)
+            finally:
+                tri._cpu_function = original  # type: ignore[assignment]
+        else:
+            ref = run(device, pooling)
+        errors = [float((a - b).abs().max()) for a, b in zip(ref, kernel)]
+        result[pooling] = {
+            "max_abs_diff_values": errors[0],
+            "max_abs_diff_coverage": errors[1],
+            "max_abs_diff_grads": errors[2],
+        }
+    result["ok"] = all(r["max_abs_diff_values"] < 1e-4 and r["max_abs_diff_coverage"] < 1e-4 and
+                       r["max_abs_diff_grads"] < 1e-3 for r in (result["visible"], result["mean"]))  # fmt: skip
+    return result
 
 
 def field_tcnn() -> dict:
@@ -116,13 +135,15 @@ def field_tcnn() -> dict:
         return {"status": "skipped: tiny-cuda-nn not installed"}
     from genvs_ns.model.field import FrustumField
 
-    field = FrustumField(16, 64, 3, 16, implementation="tcnn", colour_inputs=True).cuda()
+    # "mean" pooling: a 16-wide input, which the torch layers below take as they are (with "visible" the field pads
+    # the input for tcnn only, tests/test_tcnn_params.py).
+    field = FrustumField(16, 64, 3, 16, implementation="tcnn", colour_inputs=True, pooling="mean").cuda()
     features = torch.rand(2, 4096, 16, device="cuda", requires_grad=True)
     density, latent = field(features)
     (density.sum() + latent.sum()).backward()
     finite = bool(torch.isfinite(density).all() and torch.isfinite(latent).all())
     # The checkpoint conversion (model/tcnn_params.py) follows tcnn's documented layout: check it on tcnn itself.
-    torch_field = FrustumField(16, 64, 3, 16, implementation="torch", colour_inputs=True).cuda()
+    torch_field = FrustumField(16, 64, 3, 16, implementation="torch", colour_inputs=True, pooling="mean").cuda()
     torch_field.load_state_dict(field.state_dict())
     with torch.no_grad():
         converted_err = max(
@@ -173,13 +194,14 @@ class _GpuUtilisation:
         return round(statistics.mean(self.samples), 1) if self.samples else None
 
 
-def _paper_config(data: Path, out: Path, steps: int, objects: int):
+def _paper_config(data: Path, out: Path, steps: int, objects: int | str, compile: str = "auto"):
     from genvs_ns.config import genvs_trainer
 
     config = genvs_trainer()
     config.pipeline.datamanager.data = data
     config.pipeline.datamanager.objects_per_batch = objects
-    config.output_dir, config.experiment_name, config.timestamp = out, "smoke", f"b{objects}"
+    config.pipeline.model.compile = compile
+    config.output_dir, config.experiment_name, config.timestamp = out, "smoke", f"b{objects}-{compile}"
     config.max_num_iterations = steps
     config.vis = "tensorboard"
     config.steps_per_save = steps
@@ -187,15 +209,18 @@ def _paper_config(data: Path, out: Path, steps: int, objects: int):
     return config
 
 
-def train(data: Path, out: Path, steps: int) -> dict:
+def train(data: Path, out: Path, steps: int, objects: int | str = "auto", compile: str = "auto") -> dict:
     if not torch.cuda.is_available():
         return {"status": NO_CUDA}
-    config = _paper_config(data, out, steps, objects=8)
+    config = _paper_config(data, out, steps, objects, compile)
+    config.set_timestamp()
+    config.save_config()  # what ns-train does first: genvs-sample and genvs-eval read it
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     dm = trainer.pipeline.datamanager
     data_s: list[float] = []
     step_s: list[float] = []
+    losses: list[float] = []
     next_train, train_iteration = dm.next_train, trainer.train_iteration
 
     def timed_next_train(step: int):
@@ -210,6 +235,7 @@ def train(data: Path, out: Path, steps: int) -> dict:
         result = train_iteration(step)
         torch.cuda.synchronize()
         step_s.append(time.perf_counter() - start)
+        losses.append(float(result[0]))
         return result
 
     dm.next_train = timed_next_train  # type: ignore[method-assign]
@@ -217,17 +243,45 @@ def train(data: Path, out: Path, steps: int) -> dict:
     torch.cuda.reset_peak_memory_stats()
     with _GpuUtilisation() as util:
         trainer.train()
-    warm = slice(5, None)  # the first steps compile kernels and start the data workers
+    warm = slice(10, None)  # the first steps compile kernels and start the data workers
+    median = statistics.median(step_s[warm])
     return {
         "steps": len(step_s),
-        "objects_per_batch": 8,
-        "median_step_s": round(statistics.median(step_s[warm]), 4),
+        "objects_per_batch": dm.objects_per_batch,
+        "compile": compile,
+        "objects_per_s": round(dm.objects_per_batch / median, 1),
+        "median_step_s": round(median, 4),
         "data_share": round(sum(data_s[warm]) / sum(step_s[warm]), 4),
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "gpu_utilisation_percent": util.mean,
-        "config": str(out / "smoke" / "genvs" / "b8" / "config.yml"),
+        "losses": [round(x, 5) for x in losses],
+        "config": str(config.get_base_dir() / "config.yml"),
         "ok": len(step_s) == steps,
     }
+
+
+def losses_match(compiled: dict, eager: dict) -> dict:
+    """The compiled run's losses against the eager run's (same seed, same batches): means over windows of 10 steps,
+    whose difference should stay within the steps' own spread."""
+    if not torch.cuda.is_available():
+        return {"status": NO_CUDA}
+    a, b = compiled.get("losses"), eager.get("losses")
+    if not a or not b:
+        return {"error": "a train check failed"}
+    windows = [(statistics.mean(a[i : i + 10]), statistics.mean(b[i : i + 10])) for i in range(0, len(a) - 9, 10)]
+    spread = statistics.pstdev(b[-20:])
+    worst = max(abs(x - y) for x, y in windows)
+    return {"window_means": [[round(x, 4), round(y, 4)] for x, y in windows], "spread": round(spread, 4),
+            "worst_window_difference": round(worst, 4), "ok": worst <= 2 * spread}  # fmt: skip
+
+
+def step_profile() -> dict:
+    if not torch.cuda.is_available():
+        return {"status": NO_CUDA}
+    sys.path.insert(0, str(Path(__file__).parent))
+    import benchmark
+
+    return {"eager": benchmark.step_profile(compile="off"), "compiled": benchmark.step_profile(compile="on")}
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
@@ -238,7 +292,7 @@ def mixed_precision(data: Path, out: Path) -> dict:
     if not torch.cuda.is_available():
         return {"status": NO_CUDA}
     res = _cli(
-        BIN / "ns-train", "genvs", "--data", data, "--max-num-iterations", "3", "--mixed-precision", "True",
+        _command("ns-train"), "genvs", "--data", data, "--max-num-iterations", "3", "--mixed-precision", "True",
         "--vis", "tensorboard", "--output-dir", out, "--experiment-name", "mixed", "--timestamp", "t",
     )  # fmt: skip
     return {"returncode": res.returncode, "stderr_tail": res.stderr[-800:], "ok": res.returncode == 0}
@@ -250,7 +304,7 @@ def sample(config: str | None, out: Path) -> dict:
     if config is None or not Path(config).exists():
         return {"error": "no checkpoint: the train check failed"}
     res = _cli(
-        BIN / "genvs-sample", "--load-config", config, "--output-dir", out, "--sampler", "heun", "--churn", "1",
+        _command("genvs-sample"), "--load-config", config, "--output-dir", out, "--sampler", "heun", "--churn", "1",
         "--num-frames", "4", "--steps", "10",
     )  # fmt: skip
     return {"returncode": res.returncode, "stderr_tail": res.stderr[-800:], "ok": res.returncode == 0}
@@ -265,7 +319,7 @@ def evaluate(config: str | None, out: Path) -> dict:
     if config is None or not Path(config).exists():
         return {"error": "no checkpoint: the train check failed"}
     res = _cli(
-        BIN / "genvs-eval", "--load-config", config, "--output-dir", out, "--split", "train", "--batch-size", "32",
+        _command("genvs-eval"), "--load-config", config, "--output-dir", out, "--split", "train", "--batch-size", "32",
         "--no-save-images",
     )  # fmt: skip
     if res.returncode != 0:
@@ -340,6 +394,10 @@ def main() -> int:
         if torch.cuda.is_available():
             generate(data, num_objects=24, num_views=12, resolution=128, seed=0)
         _check("train", lambda: train(data, out / "runs", args.steps), results)
+        _check("train_eager", lambda: train(data, out / "runs", args.steps, compile="off"), results)
+        _check("losses_match", lambda: losses_match(results["train"], results["train_eager"]), results)
+        _check("train_8", lambda: train(data, out / "runs", args.steps, objects=8), results)
+        _check("step_profile", step_profile, results)
         _check("mixed_precision", lambda: mixed_precision(data, out / "runs"), results)
         _check("sample", lambda: sample(results["train"].get("config"), out / "sample"), results)
         _check("evaluate", lambda: evaluate(results["train"].get("config"), out / "eval"), results)

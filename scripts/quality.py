@@ -7,10 +7,16 @@ Outputs scored against the ground truth (genvs_ns/evaluation/quality.py: full fr
 ratio; LPIPS on both where its weights are on disk, see genvs-lpips-weights):
 - ``nerf``: the feature field's RGB at the target view, conditioned on the input view;
 - ``sample``: the diffusion sample (default sampler, seeded);
+- ``input_copy``: the input view itself, unchanged: right textures in the wrong place, the baseline a generative model
+  must beat (LPIPS prefers it to a blur);
 - ``white``: an all-white image, the baseline a mostly-white frame hands every figure;
 - ``autoregressive``: a path along the data set's own views of each object (nearest the input first), every frame
-  conditioned on the input, earlier frames and the previous one; PSNR of its first and last thirds, beside the NeRF
-  RGB conditioned on those generated frames and the NeRF RGB conditioned on the input alone;
+  conditioned on the input, earlier frames and the previous one (``sample``), beside the same views each sampled on
+  the input alone with the same seeds (``sample_input_only``), and the NeRF RGB conditioned on the generated frames
+  (``nerf_autoregressive``) and on the input alone (``nerf_input_only``): PSNR and LPIPS of each path's first and last
+  thirds, and where the data set has depth maps (``genvs-toy-data --depth``) the colour disagreement between frames at
+  the true geometry (``true_depth_disagreement``: mean |difference| of corresponding points, in 1/255), with the ground
+  truth's and unrelated (shuffled) frames' as its floor and ceiling;
 - ``denoiser_by_sigma`` (``--sigma-sweep``): MSE (in [0, 1] image units) of the denoiser's one-step estimate of the
   target at fixed noise levels, beside the render's own MSE (the estimate "the sample is the render");
 - ``trajectory`` (``--trajectory``): per sampler step, the denoised estimate's crop PSNR and gradient-energy ratio.
@@ -37,8 +43,9 @@ from genvs_ns.evaluation.metrics import lpips_missing, lpips_network
 from genvs_ns.evaluation.quality import image_scores, perceptual_scores, summarise, thirds
 from genvs_ns.evaluation.results import commit_hash
 from genvs_ns.model.denoiser import to_denoiser_range, to_pixels
-from genvs_ns.sampling import SamplerSettings
-from genvs_ns.sampling.views import render_pairs, render_views
+from genvs_ns.sampling import SamplerFlags, SamplerSettings
+from genvs_ns.sampling.context import ContextPolicy
+from genvs_ns.sampling.views import render_pairs
 from genvs_ns.scripts.checkpoint import load_pipeline
 
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0)
@@ -51,15 +58,17 @@ class QualityArgs:
     data: Path | None = None
     """Evaluate on this data set instead of the run's own (e.g. mixed toy objects for a model trained on cars)."""
     objects: int = 16
-    """Held-out objects (the first N of the split)."""
+    """Held-out objects (the first N of the split); 0: only the autoregressive paths."""
     views_per_object: int = 2
     """Target views per object, evenly spread over its views (the input view excluded)."""
     autoregressive_objects: int = 4
     """Objects whose whole view set is generated autoregressively (0: none)."""
     autoregressive_frames: int = 23
     """Frames of each autoregressive path."""
-    sampling: tyro.conf.OmitArgPrefixes[SamplerSettings] = field(default_factory=SamplerSettings)
-    """How the diffusion samples are drawn (the defaults are genvs-sample's)."""
+    context: ContextPolicy = field(default_factory=ContextPolicy)
+    """Which views condition each frame of the autoregressive paths (genvs-sample's defaults)."""
+    sampling: tyro.conf.OmitArgPrefixes[SamplerFlags] = field(default_factory=SamplerFlags)
+    """How the diffusion samples are drawn (unset: the model's default, as genvs-sample)."""
     seed: int = 0
     """Same seed, same noise."""
     weights: Literal["ema", "raw"] = "ema"
@@ -78,14 +87,12 @@ class QualityArgs:
 
 @torch.no_grad()
 def main(args: QualityArgs) -> dict:
-    from genvs_ns.sampling.autoregressive import ContextPolicy, generate_path
-    from genvs_ns.sampling.trajectories import nearest_first
-
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # nerfstudio's loading messages: stdout carries only the JSON
         pipeline = load_pipeline(args.load_config, test_mode="test", data=args.data)
     pipeline.eval()
     model, dm = pipeline.model, pipeline.datamanager
+    settings = args.sampling.over(pipeline.config.sampling)
     lpips = lpips_network()
 
     def score(predictions: torch.Tensor, truths: torch.Tensor) -> list[dict]:
@@ -100,7 +107,7 @@ def main(args: QualityArgs) -> dict:
     ds = dm.eval_dataset
     pairs = evaluation_pairs(ds, args.objects, args.views_per_object)
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
-    scores: dict[str, list[dict]] = {"nerf": [], "nerf_lowres": [], "sample": [], "white": []}
+    scores: dict[str, list[dict]] = {"nerf": [], "nerf_lowres": [], "sample": [], "input_copy": [], "white": []}
     sweep = {s: {"denoiser": 0.0, "render": 0.0} for s in SIGMAS}
     steps_seen: list[list[dict]] = []
     rows = []
@@ -114,13 +121,14 @@ def main(args: QualityArgs) -> dict:
             scores_now = [image_scores(d, t) for d, t in zip(denoised, truth)]
             per_step.append({"sigma": float(info["sigma"].flatten()[0]), "scores": scores_now})
 
-        out = render_pairs(model, batch, args.sampling, generator, callback if args.trajectory else None)
+        out = render_pairs(model, batch, settings, generator, callback if args.trajectory else None)
         steps_seen.append(per_step)
         # The denoiser's view of the render: RGB rendered at its lower resolution, upsampled (the residual's base).
         lowres = model.ema.upsample(out["features"], tuple(truth.shape[-2:]))[:, :3].float().clamp(0, 1)
         scores["nerf"] += score(out["rgb"], truth)
         scores["nerf_lowres"] += score(lowres, truth)
         scores["sample"] += score(out["sample"], truth)
+        scores["input_copy"] += score(batch.source_images[:, 0], truth)
         scores["white"] += score(torch.ones_like(truth), truth)  # the floor any figure must be read against
         for i in range(len(truth)):
             if len(rows) < 8:
@@ -133,11 +141,12 @@ def main(args: QualityArgs) -> dict:
         "data": str(args.data or dm.config.data),
         "commit": commit_hash(),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
+        "sampling": asdict(settings),
         "pairs": len(pairs),
         **({} if lpips is not None else {"lpips_skipped": lpips_missing()}),
     }
-    result.update({name: summarise(s).as_dict() for name, s in scores.items()})
-    if args.sigma_sweep:
+    result.update({name: summarise(s).as_dict() for name, s in scores.items() if s})
+    if args.sigma_sweep and pairs:
         res = sweep.pop("residual")
         result["residual"] = {
             "rms": round((res["sum_sq"] / res["count"]) ** 0.5, 4),
@@ -166,9 +175,7 @@ def main(args: QualityArgs) -> dict:
                 }
             )
     if args.autoregressive_objects > 0:
-        result["autoregressive"] = _autoregressive(
-            model, ds, args, args.sampling, ContextPolicy(), generate_path, nearest_first, score
-        )
+        result["autoregressive"] = _autoregressive(model, ds, args, settings, score)
     result["seconds"] = round(time.perf_counter() - start, 1)
     if args.sheet is not None and rows:
         args.sheet.parent.mkdir(parents=True, exist_ok=True)
@@ -200,9 +207,20 @@ def _sigma_sweep(model, batch: ObjectBatch, features: torch.Tensor, sweep: dict,
         sweep[s]["render"] += float(render_mse)
 
 
-def _autoregressive(model, ds, args: QualityArgs, settings, policy, generate_path, nearest_first, score) -> dict:
-    sample_psnr, ar_nerf_psnr, input_nerf_psnr = [], [], []
-    summaries = {"sample": [], "nerf_autoregressive": [], "nerf_input_only": []}
+def _autoregressive(model, ds, args: QualityArgs, settings: SamplerSettings, score) -> dict:
+    """Each object's path generated autoregressively and, on the same views with the same seed, every frame on the
+    input alone; scored per frame, summarised per third and for consistency at the true geometry."""
+    from dataclasses import replace
+
+    from genvs_ns.evaluation.consistency import reprojection_consistency, shuffled
+    from genvs_ns.evaluation.paths import true_depth
+    from genvs_ns.sampling.autoregressive import generate_path
+    from genvs_ns.sampling.trajectories import nearest_first
+
+    names = ("sample", "sample_input_only", "nerf_autoregressive", "nerf_input_only")
+    per_image: dict[str, list[dict]] = {name: [] for name in names}
+    per_object: dict[str, list[list[dict]]] = {name: [] for name in names}
+    disagreement: dict[str, list[float]] = {name: [] for name in (*names, "ground_truth", "shuffled_ground_truth")}
     for obj in range(min(args.autoregressive_objects, ds.num_objects)):
         source = ds.view_image(obj, 64)
         others = [i for i in ds.object_images[obj] if i != source]
@@ -210,40 +228,55 @@ def _autoregressive(model, ds, args: QualityArgs, settings, policy, generate_pat
         targets = [others[k] for k in order]
         truth = torch.stack([ds.image(i) for i in targets])
         image = ds.image(source)[None]
-        path = generate_path(
-            model, image, ds.c2w[[source]], ds.K[[source]], ds.c2w[targets], ds.K[targets], settings, policy,
-            seed=args.seed + obj,
-        )  # fmt: skip
-        device = model.device
-        cond = model.encode(
-            image[None].expand(len(targets), -1, -1, -1, -1).to(device),
-            ds.c2w[[source]][None].expand(len(targets), -1, -1, -1).to(device),
-            ds.K[[source]][None].expand(len(targets), -1, -1, -1).to(device),
-        )
-        plain = render_views(model, cond, ds.c2w[targets].to(device), ds.K[targets].to(device))["rgb"].cpu()
-        for name, frames, per_frame in [
-            ("sample", path.samples, sample_psnr),
-            ("nerf_autoregressive", path.nerf_rgb, ar_nerf_psnr),
-            ("nerf_input_only", plain, input_nerf_psnr),
-        ]:
-            s = score(frames, truth)
-            summaries[name] += s
-            per_frame.append([x["psnr"] for x in s])
+        paths = {
+            autoregressive: generate_path(
+                model,
+                image,
+                ds.c2w[[source]],
+                ds.K[[source]],
+                ds.c2w[targets],
+                ds.K[targets],
+                settings,
+                replace(args.context, autoregressive=autoregressive),
+                seed=args.seed + obj,
+            )  # fmt: skip
+            for autoregressive in (True, False)
+        }
+        frames = {
+            "sample": paths[True].samples,
+            "sample_input_only": paths[False].samples,
+            "nerf_autoregressive": paths[True].nerf_rgb,
+            "nerf_input_only": paths[False].nerf_rgb,
+        }
+        depth = true_depth(ds, targets, tuple(truth.shape[-2:]))
+        for name, sequence in frames.items():
+            s = score(sequence, truth)
+            per_image[name] += s
+            per_object[name].append(s)
+        if depth is not None:
+            c2w, K, covered = ds.c2w[targets], ds.K[targets], (depth > 0).float()
+            controls = {"ground_truth": truth, "shuffled_ground_truth": shuffled(truth)}
+            for name, sequence in {**frames, **controls}.items():
+                l1 = reprojection_consistency(sequence, depth, covered, c2w, K).l1
+                if l1 is not None:
+                    disagreement[name].append(l1 * 255)
 
-    def mean_thirds(per_object: list[list[float]]) -> dict:
-        firsts, lasts = zip(*(thirds(v) for v in per_object))
+    def mean_thirds(objects: list[list[dict]], key: str) -> dict:
+        firsts, lasts = zip(*(thirds([x[key] for x in frames]) for frames in objects))
         return {
-            "first_third_psnr": round(sum(firsts) / len(firsts), 3),
-            "last_third_psnr": round(sum(lasts) / len(lasts), 3),
+            f"first_third_{key}": round(sum(firsts) / len(firsts), 4),
+            f"last_third_{key}": round(sum(lasts) / len(lasts), 4),
         }
 
-    return {
-        "objects": len(sample_psnr),
-        "frames": args.autoregressive_frames,
-        **{name: {**summarise(s).as_dict(), **mean_thirds(p)} for (name, s), p in zip(
-            summaries.items(), [sample_psnr, ar_nerf_psnr, input_nerf_psnr]
-        )},
-    }  # fmt: skip
+    result: dict = {"objects": len(per_object["sample"]), "frames": args.autoregressive_frames}
+    for name in names:
+        result[name] = summarise(per_image[name]).as_dict()
+        for key in ("psnr", "lpips"):
+            if all(key in x for x in per_image[name]):
+                result[name].update(mean_thirds(per_object[name], key))
+    if any(disagreement.values()):
+        result["true_depth_disagreement"] = {name: round(sum(v) / len(v), 3) for name, v in disagreement.items() if v}
+    return result
 
 
 def entrypoint() -> None:

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def worker(rank: int, data: str, port: str, out: str) -> None:
+def worker(rank: int, data: str, port: str, out: str, mode: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
@@ -28,6 +28,9 @@ def worker(rank: int, data: str, port: str, out: str) -> None:
     pipeline = config.pipeline.setup(device="cpu", test_mode="val", world_size=2, local_rank=rank)
     optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
     objects = sorted(pipeline.datamanager.train_objects)
+    if mode == "nan":
+        _nan_on_rank_1(rank, pipeline, out)
+        return
     grads = []
     for step in range(3):
         optimizers.zero_grad_all()
@@ -38,6 +41,38 @@ def worker(rank: int, data: str, port: str, out: str) -> None:
     params = torch.cat([p.detach().flatten() for p in pipeline.model.net.parameters()])
     result = {"objects": objects, "grad": [float(g.norm()) for g in grads], "grad_sum": [float(g.sum()) for g in grads]}
     result["param_sum"], result["param_norm"] = float(params.double().sum()), float(params.norm())
+    _finish(rank, result, out)
+
+
+def _nan_on_rank_1(rank: int, pipeline, out: str) -> None:
+    """Rank 1's loss turns NaN at step 2; both ranks must stop there with the same one-line error."""
+    import time
+
+    from genvs_ns.errors import GeNVSError
+
+    model = pipeline.model
+    real = model.get_loss_dict
+
+    def poisoned(outputs, batch, metrics=None):
+        losses = real(outputs, batch, metrics)
+        if rank == 1 and pipeline.step_seen == 2:
+            losses["rgb_loss"] = losses["rgb_loss"] * float("nan")
+        return losses
+
+    model.get_loss_dict = poisoned
+    result = {"stopped_at": None, "error": None}
+    for step in range(4):
+        pipeline.step_seen = step
+        try:
+            _, losses, _ = pipeline.get_train_loss_dict(step)
+        except GeNVSError as exc:
+            result.update(stopped_at=step, error=str(exc), time=time.time())
+            break
+        sum(losses.values()).backward()
+    _finish(rank, result, out)
+
+
+def _finish(rank: int, result: dict, out: str) -> None:
     gathered = [None, None]
     dist.all_gather_object(gathered, result)
     if rank == 0:
@@ -53,4 +88,5 @@ def worker(rank: int, data: str, port: str, out: str) -> None:
 
 if __name__ == "__main__":
     data, port, out = sys.argv[1:4]
-    mp.spawn(worker, args=(data, port, out), nprocs=2, join=True)
+    mode = sys.argv[4] if len(sys.argv) > 4 else "train"
+    mp.spawn(worker, args=(data, port, out, mode), nprocs=2, join=True)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from genvs_ns.sampling import SamplerSettings
+from genvs_ns.sampling import SamplerFlags
 
 
 def _args(tiny_run, out, objects: str, **kw):
@@ -15,7 +15,7 @@ def _args(tiny_run, out, objects: str, **kw):
 
     return EvalArgs(
         load_config=tiny_run, output_dir=out, split="train", objects=[objects], target_views="3", batch_size=2,
-        sampling=SamplerSettings(steps=2), consistency_objects=1, consistency_frames=3, **kw,
+        sampling=SamplerFlags(steps=2), consistency_objects=1, consistency_frames=3, **kw,
     )  # fmt: skip
 
 
@@ -43,8 +43,14 @@ def test_a_killed_and_rerun_evaluation_ends_with_the_numbers_of_one_that_ran_thr
     through = main(_args(tiny_run, tmp_path / "through", "3"))
     metrics = through["metrics"]
     assert metrics["objects"] == 3 and metrics["images"] == 9  # 3 target views each, in batches of 2 and 1
-    for key in ("nerf_psnr", "nerf_crop_ssim", "sample_psnr", "sample_ssim_std"):
+    for key in ("nerf_psnr", "nerf_crop_ssim", "sample_psnr", "sample_ssim_std", "input_psnr", "input_crop_psnr"):
         assert isinstance(metrics[key], float)
+    # The input view scored as if it were the prediction: the baseline row.
+    rows = _rows(tmp_path / "through" / "per_image.csv")
+    assert {r["input_psnr"] for r in rows[:3]} != {r["nerf_psnr"] for r in rows[:3]}
+    control = metrics["consistency_input_only"]  # the same path, every frame on the input alone
+    assert control["paths"] == 1 and control["samples_first_third_psnr"] > 0
+    assert metrics["consistency"]["samples_last_third_psnr"] > 0
     assert "lpips_skipped" in metrics or "nerf_lpips" in metrics
     consistency = metrics["consistency"]  # an autoregressive path along object 0's own views
     assert consistency["paths"] == 1 and 0 <= consistency["samples_tsed"] <= 1
@@ -89,13 +95,16 @@ def test_bad_eval_settings_fail_before_loading_anything(tmp_path):
     with pytest.raises(GeNVSError, match="--target-views must be all or a positive number"):
         main(EvalArgs(load_config=config, output_dir=tmp_path / "o", target_views="some"))
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(DataError, match="cannot write the results here"):
+    with pytest.raises(DataError, match=r"a_file: is a file, not a folder \(--output-dir\)"):
         main(EvalArgs(load_config=config, output_dir=tmp_path / "a_file" / "o"))
     # A folder holding results of other settings is refused, and what it holds is left as it was.
     from genvs_ns.evaluation.results import claim_output_dir
 
-    claim_output_dir(tmp_path / "o", EvalArgs(load_config=config, output_dir=tmp_path / "o", seed=1).result_settings())
+    nerf = {"outputs": ["nerf"], "consistency_objects": 0}  # nothing sampled: the config is not read before the claim
+    claim_output_dir(
+        tmp_path / "o", EvalArgs(load_config=config, output_dir=tmp_path / "o", seed=1, **nerf).result_settings()
+    )
     (tmp_path / "o" / "per_object.csv").write_text("results so far\n")
     with pytest.raises(DataError, match=r"holds results of other settings \(seed differ\)"):
-        main(EvalArgs(load_config=config, output_dir=tmp_path / "o", seed=2))
+        main(EvalArgs(load_config=config, output_dir=tmp_path / "o", seed=2, **nerf))
     assert (tmp_path / "o" / "per_object.csv").read_text() == "results so far\n"

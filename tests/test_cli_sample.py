@@ -25,16 +25,21 @@ def _frames(folder):
 @pytest.mark.slow
 def test_sample_writes_frames_videos_and_is_seeded(tiny_run, tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    for out, seed in [(a, "1"), (b, "1"), (c, "2")]:
-        res = run(BIN / "genvs-sample", "--load-config", tiny_run, "--output-dir", out, "--seed", seed, *FAST)
+    for out, seed, extra in [(a, "1", []), (b, "1", []), (c, "2", ["--formats", "gif", "mp4", "--video-scale", "2"])]:
+        res = run(BIN / "genvs-sample", "--load-config", tiny_run, "--output-dir", out, "--seed", seed, *FAST, *extra)
         assert res.returncode == 0, res.stderr[-3000:]
+    # The animation for pages: input | sample | NeRF RGB side by side, every frame, upscaled 2x.
+    turntable = Image.open(c / "turntable.gif")
+    assert turntable.n_frames == 3 and turntable.size == (2 * (3 * 32 + 4), 2 * 32)
+    assert (c / "samples.gif").is_file() and (c / "turntable.mp4").is_file()
     assert sorted(p.name for p in (a / "frames").iterdir()) == ["00000.png", "00001.png", "00002.png"]
     for name in ("samples.mp4", "nerf_rgb.mp4"):
         assert iio.improps(a / name, plugin="pyav").shape == (3, 32, 32, 3)
     assert all(np.array_equal(x, y) for x, y in zip(_frames(a), _frames(b)))
     assert not all(np.array_equal(x, y) for x, y in zip(_frames(a), _frames(c)))
     run_json = json.loads((a / "run.json").read_text())
-    assert run_json["frames"] == 3 and run_json["settings"]["sampling"]["sampler"] == "euler_ancestral"
+    assert run_json["frames"] == 3 and run_json["sampling"]["sampler"] == "euler_ancestral"  # the model's default
+    assert run_json["settings"]["sampling"]["sampler"] is None  # what was asked: nothing
     # Autoregressive: frame 2 sees the input, frame 0 and the previous frame 1.
     assert run_json["context"] == [["input0"], ["input0", "frame0"], ["input0", "frame0", "frame1"]]
     # Autoregressive output gets both consistency scores, for the samples and for the NeRF RGB as the reference.
@@ -66,8 +71,8 @@ def test_sample_dataset_trajectory_non_autoregressive_with_progress(tiny_run, tm
     "args, message",
     [
         (["--load-config", "/nonexistent/config.yml"], "no such config"),
-        (["--object", "99"], "object index 99 out of range"),
-        (["--image", "/nonexistent.png"], "no such image"),
+        (["--object", "99"], "--object 99 out of range"),
+        (["--image", "/nonexistent.png"], "/nonexistent.png: no such file (--image)"),
     ],
 )
 def test_sample_errors_are_one_line(tiny_run, tmp_path, args, message):
@@ -112,10 +117,10 @@ def test_sampler_choices_are_k_diffusions_samplers_with_a_schedule():
 )
 def test_sample_refuses_bad_sampler_settings_before_loading_anything(tiny_run, tmp_path, settings, message):
     from genvs_ns.errors import GeNVSError
-    from genvs_ns.sampling import SamplerSettings
+    from genvs_ns.sampling import SamplerFlags
     from genvs_ns.scripts.sample import SampleArgs, main
 
-    args = SampleArgs(load_config=tiny_run, output_dir=tmp_path / "x", sampling=SamplerSettings(**settings))
+    args = SampleArgs(load_config=tiny_run, output_dir=tmp_path / "x", sampling=SamplerFlags(**settings))
     with pytest.raises(GeNVSError, match=message):
         main(args)
 
@@ -180,13 +185,13 @@ def test_export_nerfstudio_makes_a_data_set_that_nerfacto_trains_on(tiny_run, tm
     nerfstudio-data, read by nerfstudio's own dataparser and trained on by ns-train nerfacto."""
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
-    from genvs_ns.sampling import SamplerSettings
+    from genvs_ns.sampling import SamplerFlags
     from genvs_ns.scripts.sample import SampleArgs, main
 
     scene = tmp_path / "scene"
     args = SampleArgs(
         load_config=tiny_run, output_dir=tmp_path / "out", num_frames=6, export_nerfstudio=scene,
-        sampling=SamplerSettings(steps=2),
+        sampling=SamplerFlags(steps=2),
     )  # fmt: skip
     run_json = main(args)
     assert run_json["settings"]["trajectory"] == "rings" and str(scene / "transforms.json") in run_json["outputs"]

@@ -1,5 +1,5 @@
-"""The field's volume lookup: the CPU kernels must equal grid_sample (align_corners=False, zero padding), averaged
-over views, in values and in gradients."""
+"""The field's volume lookup: the CPU kernel must equal grid_sample (align_corners=False, zero padding) pooled over
+views, in values, coverage and gradients; and the pooling must count only the views that see a point."""
 
 from __future__ import annotations
 
@@ -7,19 +7,34 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genvs_ns.model.trilinear import trilinear_mean
+from genvs_ns.model.trilinear import frustum_coverage, trilinear_pool
 
 
-def _reference(volumes: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+def _reference(volumes: torch.Tensor, coords: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+    """Pooling stated with grid_sample alone: a view's coverage is its lookup in a volume of ones."""
     B, V, C, D, h, w = volumes.shape
     grid = coords.reshape(B * V, -1, 1, 1, 3)
     out = F.grid_sample(volumes.reshape(B * V, C, D, h, w), grid, padding_mode="zeros", align_corners=False)
-    return out.view(B, V, C, -1).mean(dim=1).transpose(1, 2)
+    out = out.view(B, V, C, -1)
+    if pooling == "mean":
+        return out.mean(dim=1).transpose(1, 2)
+    ones = torch.ones(B * V, 1, D, h, w, dtype=volumes.dtype)
+    coverage = F.grid_sample(ones, grid, padding_mode="zeros", align_corners=False).view(B, V, -1).sum(dim=1)
+    return (out.sum(dim=1) / coverage.clamp_min(1)[:, None]).transpose(1, 2)
 
 
+def _coords(batch: int, views: int, n: int) -> torch.Tensor:
+    # Some points outside the volume, some exactly on its faces, and those world_to_frustum marks as behind.
+    coords = torch.rand(batch, views, n, 3) * 2.4 - 1.2
+    coords[:, :, :20] = torch.tensor([1.0, -1.0, 0.0])
+    coords[0, 0, 20:30] = 2.0
+    return coords
+
+
+@pytest.mark.parametrize("pooling", ["visible", "mean"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch, views, channels_last", [(1, 1, True), (1, 3, True), (2, 2, False), (3, 3, True)])
-def test_cpu_kernels_match_grid_sample(threads, batch, views, channels_last):
+def test_cpu_kernel_matches_grid_sample(pooling, threads, batch, views, channels_last):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -29,21 +44,52 @@ def test_cpu_kernels_match_grid_sample(threads, batch, views, channels_last):
         if channels_last:  # as GeNVSNetwork.encode lays them out
             volumes = volumes.contiguous(memory_format=torch.channels_last_3d)
         volumes = volumes.view(batch, views, C, D, h, w).requires_grad_()
-        # Some points outside the volume, some exactly on its faces, and those world_to_frustum marks as behind.
-        coords = torch.rand(batch, views, n, 3) * 2.4 - 1.2
-        coords[:, :, :20] = torch.tensor([1.0, -1.0, 0.0])
-        coords[0, 0, 20:30] = 2.0
-        out = trilinear_mean(volumes, coords)
-        ref = _reference(volumes, coords)
+        coords = _coords(batch, views, n)
+        out, coverage = trilinear_pool(volumes, coords, pooling)
+        ref = _reference(volumes, coords, pooling)
         weights = torch.randn_like(ref)
         (grad,) = torch.autograd.grad((out * weights).sum(), volumes)
         (ref_grad,) = torch.autograd.grad((ref * weights).sum(), volumes)
     finally:
         torch.set_num_threads(previous)
-    assert out.shape == (batch, n, C)
+    assert out.shape == (batch, n, C) and coverage.shape == (batch, n)
     assert ref.abs().sum() > 0 and ref_grad.abs().sum() > 0
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(grad, ref_grad)
+    torch.testing.assert_close(coverage, frustum_coverage(coords, (D, h, w)).sum(dim=1))
+
+
+def test_coverage_is_the_lookup_of_a_volume_of_ones():
+    torch.manual_seed(1)
+    D, h, w = 3, 4, 5
+    coords = torch.rand(1, 5000, 3) * 3 - 1.5
+    ones = torch.ones(1, 1, D, h, w)
+    want = F.grid_sample(ones, coords.view(1, -1, 1, 1, 3), padding_mode="zeros", align_corners=False).view(1, -1)
+    got = frustum_coverage(coords, (D, h, w))
+    torch.testing.assert_close(got, want)
+    assert (got == 1).any() and (got == 0).any() and ((got > 0) & (got < 1)).any()
+
+
+@pytest.mark.parametrize("device_path", ["kernel", "grid_sample"])
+def test_a_point_seen_by_one_of_three_views_gets_that_views_features(device_path):
+    torch.manual_seed(2)
+    dtype = torch.float32 if device_path == "kernel" else torch.float64  # float64 takes the grid_sample path
+    volumes = torch.randn(1, 3, 16, 4, 4, 4, dtype=dtype, requires_grad=True)
+    coords = torch.full((1, 3, 3, 3), 5.0, dtype=dtype)  # outside every volume ...
+    coords[0, 1, 0] = torch.tensor([0.1, -0.2, 0.3])  # ... but point 0 is inside view 1's
+    coords[0, :, 1] = torch.tensor([0.1, -0.2, 0.3])  # point 1 inside all three
+    out, coverage = trilinear_pool(volumes, coords, "visible")
+    alone, _ = trilinear_pool(volumes[:, 1:2], coords[:, 1:2, :1], "visible")
+    torch.testing.assert_close(out[0, 0], alone[0, 0])
+    torch.testing.assert_close(out[0, 1], _reference(volumes, coords[:, :, 1:2], "mean")[0, 0])
+    assert torch.equal(out[0, 2], torch.zeros(16, dtype=dtype))  # seen by none: empty
+    torch.testing.assert_close(coverage[0], torch.tensor([1.0, 3.0, 0.0], dtype=dtype))
+    # The plain mean gives a third of view 1's features.
+    mean, _ = trilinear_pool(volumes, coords, "mean")
+    torch.testing.assert_close(mean[0, 0], alone[0, 0] / 3)
+    # Views that miss a point get no gradient from it.
+    (grad,) = torch.autograd.grad(out[0, 0].sum(), volumes)
+    assert grad[0, 1].abs().sum() > 0 and not grad[0, [0, 2]].any()
 
 
 def test_non_finite_and_far_points_are_empty_space():
@@ -53,24 +99,26 @@ def test_non_finite_and_far_points_are_empty_space():
     coords[0, 1, 1] = float("inf")
     coords[0, :, 2] = -float("inf")
     coords[0, :, 3] = 1e30  # beyond any integer voxel index
-    out = trilinear_mean(volumes, coords)
-    centre = _reference(volumes, torch.zeros(1, 2, 1, 3))[0, 0]
-    torch.testing.assert_close(out[0, 0], _reference(volumes[:, 1:], torch.zeros(1, 1, 1, 3))[0, 0] / 2)
-    torch.testing.assert_close(out[0, 1], _reference(volumes[:, :1], torch.zeros(1, 1, 1, 3))[0, 0] / 2)
-    assert torch.equal(out[0, 2:], torch.zeros(2, 16))
-    assert not torch.equal(centre, torch.zeros(16))
+    centre = torch.zeros(1, 1, 1, 3)
+    for pooling, share in (("mean", 0.5), ("visible", 1.0)):
+        out, coverage = trilinear_pool(volumes, coords, pooling)
+        torch.testing.assert_close(out[0, 0], _reference(volumes[:, 1:], centre)[0, 0] * share)
+        torch.testing.assert_close(out[0, 1], _reference(volumes[:, :1], centre)[0, 0] * share)
+        assert torch.equal(out[0, 2:], torch.zeros(2, 16)) and torch.equal(coverage[0], torch.tensor([1.0, 1, 0, 0]))
+    assert torch.equal(frustum_coverage(coords, (4, 4, 4)).sum(1)[0], torch.tensor([1.0, 1, 0, 0]))
 
 
-def test_other_dtypes_take_grid_sample():
+@pytest.mark.parametrize("pooling", ["visible", "mean"])
+def test_other_dtypes_take_grid_sample(pooling):
     torch.manual_seed(0)
     volumes = torch.randn(2, 3, 4, 5, 6, 7, dtype=torch.float64)
-    coords = torch.rand(2, 3, 50, 3, dtype=torch.float64) * 2 - 1
-    torch.testing.assert_close(trilinear_mean(volumes, coords), _reference(volumes, coords))
+    coords = torch.rand(2, 3, 50, 3, dtype=torch.float64) * 2.4 - 1.2
+    torch.testing.assert_close(trilinear_pool(volumes, coords, pooling)[0], _reference(volumes, coords, pooling))
 
 
 def test_gradients_for_points_are_refused():
     with pytest.raises(ValueError, match="points"):
-        trilinear_mean(torch.randn(1, 1, 2, 3, 3, 3), torch.zeros(1, 1, 4, 3, requires_grad=True))
+        trilinear_pool(torch.randn(1, 1, 2, 3, 3, 3), torch.zeros(1, 1, 4, 3, requires_grad=True))
 
 
 def test_without_numba_the_lookup_falls_back_to_grid_sample_with_a_warning(monkeypatch):
@@ -85,12 +133,17 @@ def test_without_numba_the_lookup_falls_back_to_grid_sample_with_a_warning(monke
         with pytest.warns(RuntimeWarning, match="grid_sample"):
             assert trilinear._cpu_function() is None
         torch.manual_seed(0)
-        volumes = torch.randn(1, 2, 16, 4, 5, 6)
+        volumes = torch.randn(1, 2, 16, 4, 5, 6, requires_grad=True)
         coords = torch.rand(1, 2, 30, 3) * 2.4 - 1.2
-        torch.testing.assert_close(trilinear_mean(volumes, coords), _reference(volumes, coords))
+        for pooling in ("visible", "mean"):
+            out, _ = trilinear_pool(volumes, coords, pooling)
+            ref = _reference(volumes, coords, pooling)
+            torch.testing.assert_close(out, ref)
+            grads = [torch.autograd.grad(x.sum(), volumes)[0] for x in (out, ref)]
+            torch.testing.assert_close(*grads)
         coords[0, :, 0] = float("nan")
         coords[0, :, 1] = 1e30
-        assert torch.equal(trilinear_mean(volumes, coords)[0, :2], torch.zeros(2, 16))
+        assert torch.equal(trilinear_pool(volumes, coords)[0][0, :2], torch.zeros(2, 16))
     finally:
         trilinear._cpu_function.cache_clear()
 

@@ -29,9 +29,9 @@ class TwoDimOnly(nn.Module):
 def test_field_gives_its_mlp_two_dimensional_input():
     torch.manual_seed(0)
     field = FrustumField(16, 32, 3, 16, implementation="torch", colour_inputs=True)
-    features = torch.rand(2, 7, 16)
+    features = torch.rand(2, 7, field.mlp.in_dim)
     density, latent = field(features)
-    field.mlp = TwoDimOnly(field.mlp, 16)
+    field.mlp = TwoDimOnly(field.mlp, field.mlp.in_dim)
     density2, latent2 = field(features)
     assert density2.shape == (2, 7) and latent2.shape == (2, 7, 16)
     torch.testing.assert_close(density2, density)

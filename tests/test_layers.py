@@ -8,7 +8,7 @@ from pathlib import Path
 import genvs_ns
 
 ROOT = Path(genvs_ns.__file__).parent
-BASE = {"genvs_ns.errors", "genvs_ns.geometry", "genvs_ns.cpu_runtime"}
+BASE = {"genvs_ns.errors", "genvs_ns.geometry", "genvs_ns.cpu_runtime", "genvs_ns.checks"}
 LAYERS = ["genvs_ns.data", "genvs_ns.model", "genvs_ns.sampling"]
 
 

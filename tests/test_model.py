@@ -103,6 +103,8 @@ def test_volumes_carry_source_colours_and_field_rgb_starts_from_them(toy32):
         last.weight.zero_()
         last.bias.zero_()
     features = cond.volumes[0, 0].flatten(1).T  # one feature vector per voxel
+    assert net.field.pooling == "visible"
+    features = torch.cat([features, torch.ones_like(features[:, :1])], dim=-1)  # every voxel is seen
     _, latent = net.field(features)
     assert torch.allclose(latent[:, :3], features[:, :3].clamp(0.02, 0.98), atol=1e-5)
 
@@ -182,3 +184,20 @@ def test_a_non_finite_loss_stops_training_in_one_line(toy32, monkeypatch):
 
     with pytest.raises(GeNVSError, match=r"^step 7: non-finite loss \(rgb_loss nan\)"):
         pipeline.get_train_loss_dict(7)
+
+
+def test_degraded_sources_keep_the_input_view_and_blur_the_others():
+    from genvs_ns.model.training import degrade_sources
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 3, 8, 8)
+    assert degrade_sources(images, 0.0, 2) is images
+    out = degrade_sources(images, 1.0, 2, noise=0.0)
+    assert torch.equal(out[:, 0], images[:, 0])
+
+    def detail(x):  # mean difference between horizontal neighbours
+        return (x[..., 1:] - x[..., :-1]).abs().mean()
+
+    assert detail(out[:, 1:]) < 0.5 * detail(images[:, 1:])  # blurred
+    torch.testing.assert_close(out[:, 1:].mean(), images[:, 1:].mean(), atol=0.01, rtol=0)  # same colours
+    assert torch.equal(degrade_sources(images[:, :1], 1.0, 2), images[:, :1])  # one view: nothing to degrade

@@ -14,7 +14,7 @@ from genvs_ns.errors import GeNVSError
 from genvs_ns.model.field import FrustumField
 from genvs_ns.model.tcnn_params import MLPShape, linear_to_tcnn, tcnn_reference_forward, tcnn_to_linear
 
-SHAPE = MLPShape(in_dim=16, width=64, num_layers=3, out_dim=17)  # FrustumField's defaults
+SHAPE = MLPShape(in_dim=16, width=64, num_layers=3, out_dim=17)  # FrustumField's sizes, "mean" pooling
 
 
 class _TcnnStandIn(nn.Module):
@@ -28,15 +28,15 @@ class _TcnnStandIn(nn.Module):
         return tcnn_reference_forward(self.params, x, self.shape).half()
 
 
-def _torch_field(seed: int) -> FrustumField:
+def _torch_field(seed: int, pooling: str = "mean", implementation: str = "torch") -> FrustumField:
     torch.manual_seed(seed)
-    return FrustumField(16, 64, 3, 16, implementation="torch", colour_inputs=True)
+    return FrustumField(16, 64, 3, 16, implementation=implementation, colour_inputs=True, pooling=pooling)
 
 
-def _tcnn_field(seed: int) -> FrustumField:
-    field = _torch_field(seed)
+def _tcnn_field(seed: int, pooling: str = "mean", shape: MLPShape = SHAPE) -> FrustumField:
+    field = _torch_field(seed, pooling, implementation="tcnn")  # nerfstudio builds torch layers without tcnn
     del field.mlp.layers
-    field.mlp.tcnn_encoding = _TcnnStandIn(SHAPE)
+    field.mlp.tcnn_encoding = _TcnnStandIn(shape)
     return field
 
 
@@ -90,3 +90,24 @@ def test_a_bias_free_torch_checkpoint_loads_into_the_tcnn_field_with_equal_outpu
 def test_a_torch_checkpoint_with_biases_is_refused_for_tcnn_in_one_line():
     with pytest.raises(GeNVSError, match="mlp-implementation torch"):
         _tcnn_field(seed=5).load_state_dict(_torch_field(seed=6).state_dict())
+
+
+def test_visible_pooling_pads_the_tcnn_input_with_zeros_and_still_converts():
+    """The coverage input makes 17 features; tcnn would pad them itself, with ones or zeros depending on its version,
+    so the field pads them with zeros to 32 for tcnn, and a tcnn checkpoint loads on a machine without it."""
+    shape = MLPShape(in_dim=32, width=64, num_layers=3, out_dim=17)
+    trained = _tcnn_field(seed=7, pooling="visible", shape=shape)
+    assert trained.input_padding == 15 and _torch_field(8, "visible").input_padding == 0
+    field = _torch_field(seed=8, pooling="visible", implementation="tcnn")
+    assert field.mlp.layers[0].in_features == 32
+    field.load_state_dict(trained.state_dict())
+    volumes = torch.rand(1, 2, 16, 4, 5, 6)
+    c2w = torch.eye(4)[:3][None, None].repeat(1, 2, 1, 1)
+    c2w[0, :, 2, 3] = 2.0  # cameras on +z looking at the origin (OpenGL: looking down -z)
+    K = torch.tensor([[5.0, 0, 3], [0, 5.0, 3], [0, 0, 1]])[None, None].repeat(1, 2, 1, 1)
+    points = torch.rand(1, 100, 3) - 0.5
+    features = field.lookup(volumes, points, c2w, K, (6, 6), 1.0)
+    assert features.shape == (1, 100, 32) and not features[..., 17:].any() and features[..., 16].max() > 0
+    with torch.no_grad():
+        for got, want in zip(field(features), trained(features)):
+            torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3)

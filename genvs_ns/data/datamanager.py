@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, Literal, Tuple, Type, Union
+from typing import Dict, Literal, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -18,8 +18,9 @@ from nerfstudio.data.datamanagers.base_datamanager import DataManager, VanillaDa
 from nerfstudio.data.pixel_samplers import PixelSamplerConfig
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 
+from genvs_ns import checks
 from genvs_ns.data.dataset import SRNDataset
-from genvs_ns.data.prefetch import BatchPlan, ObjectBatch, RawBatch, load_batch, prefetching_batches
+from genvs_ns.data.prefetch import BatchPlan, ObjectBatch, TrainingBatches, load_batch
 from genvs_ns.data.srn_dataparser import SRNDataParserChoice, SRNDataParserConfig
 from genvs_ns.errors import GeNVSError
 
@@ -44,8 +45,12 @@ class GeNVSDataManagerConfig(VanillaDataManagerConfig):
     pixel_sampler: tyro.conf.Suppress[PixelSamplerConfig] = field(default_factory=PixelSamplerConfig)
     dataparser: SRNDataParserChoice = field(default_factory=SRNDataParserConfig)
     """The SRN dataparser: subcommand srn, typed after the other flags as for nerfstudio's dataparsers."""
-    objects_per_batch: int = 4
-    """Objects in one training batch (per process under DDP)."""
+    objects_per_batch: Union[int, Literal["auto"]] = 4
+    """Objects in one training batch (per process under DDP). "auto": on CUDA as many as fit in 85% of the GPU's
+    free memory at gpu-gib-per-object each (8 to 64); on the CPU 2."""
+    gpu_gib_per_object: float = 1.2
+    """GPU memory one object of a training batch takes, for objects-per-batch auto (the genvs preset at 128 px: 1.2
+    GiB on an H200, scripts/gpu_smoke.sh's max_batch)."""
     min_source_views: int = 1
     """Fewest source views of an object in a batch; each step draws a count between min and max for the batch."""
     max_source_views: int = 3
@@ -64,6 +69,27 @@ class GeNVSDataManagerConfig(VanillaDataManagerConfig):
     num_workers: int = 2
     """Processes decoding training images ahead of the step (0: decode in the training process, between steps).
     The batches are the same for any number: the training process draws which views to load."""
+
+    def check(self, prefix: str = "--pipeline.datamanager.") -> None:
+        """Every number checked before the data set is parsed: one line naming the flag."""
+        if self.objects_per_batch != "auto":
+            checks.at_least(prefix + "objects-per-batch", self.objects_per_batch, 1)
+        checks.greater_than(prefix + "gpu-gib-per-object", self.gpu_gib_per_object, 0)
+        for name in ("min_source_views", "eval_num_objects", "eval_num_target_views"):
+            checks.at_least(prefix + name.replace("_", "-"), getattr(self, name), 1)
+        checks.at_least(prefix + "max-source-views", self.max_source_views, self.min_source_views)
+        for name in ("image_cache_size", "eval_source_view", "num_workers"):
+            checks.at_least(prefix + name.replace("_", "-"), getattr(self, name), 0)
+        checks.seed(prefix + "seed", self.seed)
+
+
+def auto_objects_per_batch(device: torch.device | str, gib_per_object: float) -> int:
+    """Objects a training batch holds on ``device``: what fits in 85% of a GPU's free memory (8 to 64), else 2."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 2
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(min(64, max(8, 0.85 * free / 2**30 // gib_per_object)))
 
 
 def evaluation_pairs(
@@ -94,13 +120,17 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         local_rank: int = 0,
         **kwargs,
     ):
-        if not 1 <= config.min_source_views <= config.max_source_views:
-            raise GeNVSError("need 1 <= min_source_views <= max_source_views")
+        config.check()
         # VanillaDataManager.__init__, without its last part: it indexes every training camera twice looking for mixed
         # image sizes (for a collate function object batches do not use), 442k TensorDataclass indexings for a split
         # of SRN cars' shape (2212 objects x 50 views): 340 s of ns-train's start-up on 2 cores.
         self.config = config
         self.device = device
+        self.objects_per_batch = (
+            auto_objects_per_batch(device, config.gpu_gib_per_object)
+            if config.objects_per_batch == "auto"
+            else config.objects_per_batch
+        )
         self.world_size = world_size
         self.local_rank = local_rank
         self.sampler = None
@@ -136,7 +166,7 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else self.local_rank
         self.train_objects = self.train_objects[rank :: self.world_size] or self.train_objects
         self.rng = np.random.default_rng(self.config.seed + rank)
-        self._train_batches: Iterator[RawBatch] | None = None  # started at the first step: tools that only render
+        self._train_batches: TrainingBatches | None = None  # started at the first step: tools that only render
         # (ns-render, ns-eval) never start the workers
 
     def setup_eval(self) -> None:
@@ -151,16 +181,31 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         self.train_count += 1
         if self._train_batches is None:
             cfg = self.config
-            self._train_batches = prefetching_batches(
+            self._train_batches = TrainingBatches(
                 self.train_dataset,
                 self.train_objects,
                 self.rng,
-                cfg.objects_per_batch,
+                self.objects_per_batch,
                 (cfg.min_source_views, cfg.max_source_views),
                 cfg.num_workers,
                 pin_memory=torch.device(self.device).type == "cuda",
             )
         return next(self._train_batches).to_device(self.device), {}
+
+    def sampler_state(self) -> dict:
+        """The training sampler's generator state for the next batch the model has not seen (a checkpoint keeps it)."""
+        if self._train_batches is None:
+            return self.rng.bit_generator.state
+        return self._train_batches.generator_state()
+
+    def load_sampler_state(self, state: dict) -> None:
+        """Continue the training batches from ``sampler_state()`` of a checkpoint (before the first step)."""
+        if self._train_batches is not None:
+            raise GeNVSError("the training sampler's state can only be restored before the first batch")
+        try:
+            self.rng.bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as exc:
+            raise GeNVSError(f"the checkpoint's training sampler state does not fit this generator ({exc})") from None
 
     def eval_batch(self, pairs: list[tuple[int, int, int]]) -> ObjectBatch:
         plan = BatchPlan(tuple((s,) for _, s, _ in pairs), tuple(t for _, _, t in pairs))
@@ -168,7 +213,7 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
 
     def next_eval(self, step: int) -> Tuple[ObjectBatch, Dict]:
         self.eval_count += 1
-        n = self.config.objects_per_batch
+        n = self.objects_per_batch
         start = (self.eval_count - 1) * n
         pairs = [self.eval_pairs[(start + k) % len(self.eval_pairs)] for k in range(n)]
         return self.eval_batch(pairs), {}
@@ -179,4 +224,4 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
 
     def get_train_rays_per_batch(self) -> int:
         ds = self.train_dataset
-        return self.config.objects_per_batch * int(ds.cameras.height[0]) * int(ds.cameras.width[0])
+        return self.objects_per_batch * int(ds.cameras.height[0]) * int(ds.cameras.width[0])

@@ -41,6 +41,8 @@ class SRNDataset(InputDataset):
         cams = self.cameras
         self.K = intrinsics_matrix(cams.fx[:, 0], cams.fy[:, 0], cams.cx[:, 0], cams.cy[:, 0])
         self.c2w = cams.camera_to_worlds
+        # As Python numbers: reading a tensor element per loaded image was most of a training step's host reads.
+        self._hw = list(zip(cams.height[:, 0].tolist(), cams.width[:, 0].tolist()))
 
     def view_image(self, obj: int, view: int) -> int:
         """Image index of an object's view ``view`` (SRN's protocol source view is 64), else its first view."""
@@ -49,7 +51,7 @@ class SRNDataset(InputDataset):
         return images[views.index(view)] if view in views else images[0]
 
     def image_hw(self, idx: int) -> tuple[int, int]:
-        return int(self.cameras.height[idx]), int(self.cameras.width[idx])
+        return self._hw[idx]
 
     def image(self, idx: int) -> Float[Tensor, "3 H W"]:
         return self.image_uint8(idx).float() / 255.0

@@ -24,10 +24,12 @@ def image_size(path: Path, verify: bool = True) -> tuple[int, int]:
     return size
 
 
-def load_rgb_uint8(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+def load_rgb_uint8(path: Path, size: tuple[int, int] | None = None, pad_square: bool = False) -> np.ndarray:
     """Uint8 [H, W, 3]. RGBA is composited on white, as SRN's background is white.
 
     ``size`` (width, height) resizes with an area filter, which is exact averaging for integer downscale factors.
+    ``pad_square`` first pads a non-square picture with white to a square around its centre, so that resizing it to
+    the model's square images does not stretch the object.
     """
     try:
         with Image.open(path) as im:
@@ -41,6 +43,11 @@ def load_rgb_uint8(path: Path, size: tuple[int, int] | None = None) -> np.ndarra
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(white, rgba)
             im = im.convert("RGB")
+            if pad_square and im.size[0] != im.size[1]:
+                side = max(im.size)
+                square = Image.new("RGB", (side, side), (255, 255, 255))
+                square.paste(im, ((side - im.size[0]) // 2, (side - im.size[1]) // 2))
+                im = square
             if size is not None and im.size != tuple(size):
                 im = im.resize(tuple(size), Image.Resampling.BOX)
             return np.array(im, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on read-only arrays
@@ -48,9 +55,9 @@ def load_rgb_uint8(path: Path, size: tuple[int, int] | None = None) -> np.ndarra
         raise DataError(path, f"unreadable or truncated image ({exc})") from None
 
 
-def load_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+def load_rgb(path: Path, size: tuple[int, int] | None = None, pad_square: bool = False) -> np.ndarray:
     """Float32 [H, W, 3] in [0, 1]: ``load_rgb_uint8`` / 255."""
-    return load_rgb_uint8(path, size).astype(np.float32) / 255.0
+    return load_rgb_uint8(path, size, pad_square).astype(np.float32) / 255.0
 
 
 WHITE_THRESHOLD = 0.99  # SRN foreground: pixels that are not (almost) pure white

@@ -3,12 +3,17 @@
 The plan (which objects, which views) is drawn in the training process from one seeded generator, so the batches
 are the same whatever the number of workers; the workers only decode PNGs. They return uint8 pixels: a quarter of the
 bytes to pin and copy to a GPU, converted to float on the device.
+
+Plans are drawn ahead of the step (the DataLoader keeps its workers busy), so the generator's own state is ahead of
+the batches the model has seen: ``TrainingBatches.generator_state`` is the state the next unseen plan is drawn from,
+which a checkpoint saves so that a resumed run draws the batches the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -105,15 +110,19 @@ def draw_plan(
 
 
 class _Plans(Sampler[BatchPlan]):
-    """Endless batch plans; iterated in the training process only (the DataLoader hands each plan to a worker)."""
+    """Endless batch plans; iterated in the training process only (the DataLoader hands each plan to a worker).
+    ``pending`` holds the generator state each drawn plan was drawn from, until its batch is consumed."""
 
     def __init__(
         self, ds: SRNDataset, objects: list[int], rng: np.random.Generator, batch: int, views: tuple[int, int]
     ):
         self.args = (ds, objects, rng, batch, *views)
+        self.rng = rng
+        self.pending: deque[dict[str, Any]] = deque()
 
     def __iter__(self) -> Iterator[BatchPlan]:
         while True:
+            self.pending.append(self.rng.bit_generator.state)
             yield draw_plan(*self.args)
 
 
@@ -125,26 +134,45 @@ class _Decode(Dataset[RawBatch]):
         return load_batch(self.ds, plan)
 
 
-def prefetching_batches(
-    ds: SRNDataset,
-    objects: list[int],
-    rng: np.random.Generator,
-    batch: int,
-    views: tuple[int, int],
-    num_workers: int,
-    pin_memory: bool,
-) -> Iterator[RawBatch]:
+class TrainingBatches:
     """Endless training batches. ``num_workers`` 0 decodes in this process, between steps."""
-    plans = _Plans(ds, objects, rng, batch, views)
-    if num_workers == 0:
-        return (load_batch(ds, plan) for plan in plans)
-    loader = DataLoader(
-        _Decode(ds),
-        batch_size=None,
-        sampler=plans,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        persistent_workers=True,
-        prefetch_factor=2,
-    )
-    return iter(loader)
+
+    def __init__(
+        self,
+        ds: SRNDataset,
+        objects: list[int],
+        rng: np.random.Generator,
+        batch: int,
+        views: tuple[int, int],
+        num_workers: int,
+        pin_memory: bool,
+    ) -> None:
+        self.plans = _Plans(ds, objects, rng, batch, views)
+        if num_workers == 0:
+            self._batches: Iterator[RawBatch] = (load_batch(ds, plan) for plan in self.plans)
+            return
+        loader = DataLoader(
+            _Decode(ds),
+            batch_size=None,
+            sampler=self.plans,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=True,
+            prefetch_factor=2,
+            # The workers' seeds come from this generator, not torch's global one: starting them (at a run's first
+            # step, or a resumed run's) must not move the random numbers the training step draws.
+            generator=torch.Generator().manual_seed(0),
+        )
+        self._batches = iter(loader)
+
+    def __iter__(self) -> Iterator[RawBatch]:
+        return self
+
+    def __next__(self) -> RawBatch:
+        batch = next(self._batches)
+        self.plans.pending.popleft()
+        return batch
+
+    def generator_state(self) -> dict[str, Any]:
+        """The plan generator's state before the next batch not yet returned (ahead of it: plans being decoded)."""
+        return self.plans.pending[0] if self.plans.pending else self.plans.rng.bit_generator.state

@@ -1,8 +1,10 @@
 """Image encoder: DeepLabV3+ on a ResNet-34 backbone, reshaped into one frustum feature volume per source view.
 
 Built from torchvision parts (``resnet34`` and DeepLabV3's ``ASPP``); segmentation-models-pytorch would need a newer
-timm than nerfstudio allows. Batch norm is frozen (identity unless pretrained weights are loaded) and dropout removed,
-as in GeNVS: batches here are a handful of objects, too few for batch statistics.
+timm than nerfstudio allows. Batch norm is frozen and dropout removed, as in GeNVS: batches here are a handful of
+objects, too few for batch statistics. A frozen batch norm is an affine map, so it is folded into the convolution
+before it (weight scaled, a bias added): without pretrained weights it was an identity that still ran ~7 operators
+forward and backward in each of the backbone's 36 norms and promoted bf16 activations to fp32 (issue 24).
 
 Its decoder uses group norm, which does not depend on the batch.
 
@@ -50,6 +52,44 @@ def _dilate_layer4(backbone: nn.Module) -> None:
                 module.dilation, module.padding = (2, 2), (2, 2)
 
 
+# torchvision's FrozenBatchNorm2d: y = (x - running_mean) * weight / sqrt(running_var + eps) + bias.
+_FROZEN_EPS = 1e-5
+# (convolution, the frozen norm after it) in the encoder's module names: the stem, each BasicBlock's two, and the
+# downsampling shortcuts of layers 2-4 (ResNet-34: 3, 4, 6, 3 blocks).
+_CONV_NORM_PAIRS = [("stem.0", "stem.1")] + [
+    pair
+    for layer, blocks in ((1, 3), (2, 4), (3, 6), (4, 3))
+    for block in range(blocks)
+    for pair in [
+        (f"layer{layer}.{block}.conv1", f"layer{layer}.{block}.bn1"),
+        (f"layer{layer}.{block}.conv2", f"layer{layer}.{block}.bn2"),
+        *([(f"layer{layer}.0.downsample.0", f"layer{layer}.0.downsample.1")] if layer > 1 and block == 0 else []),
+    ]
+]
+
+
+@torch.no_grad()
+def _fold_frozen_batch_norms(backbone: nn.Module) -> None:
+    """Each FrozenBatchNorm2d folded into the convolution before it, and replaced by an identity."""
+
+    def fold(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> None:
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        conv.weight.mul_(scale.view(-1, 1, 1, 1))
+        bias = norm.bias - norm.running_mean * scale
+        conv.bias = nn.Parameter(bias.clone() if conv.bias is None else conv.bias * scale + bias)
+
+    fold(backbone.conv1, backbone.bn1)
+    backbone.bn1 = nn.Identity()
+    for block in backbone.modules():
+        if isinstance(block, BasicBlock):
+            fold(block.conv1, block.bn1)
+            fold(block.conv2, block.bn2)
+            block.bn1, block.bn2 = nn.Identity(), nn.Identity()
+            if block.downsample is not None:
+                fold(block.downsample[0], block.downsample[1])
+                block.downsample[1] = nn.Identity()
+
+
 def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(16, channels), channels)
 
@@ -76,6 +116,7 @@ class DeepLabV3PlusEncoder(nn.Module):
             for block in backbone.modules():
                 if isinstance(block, BasicBlock):
                     nn.init.zeros_(block.conv2.weight)
+        _fold_frozen_batch_norms(backbone)
         _dilate_layer4(backbone)
         self.stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
@@ -97,6 +138,21 @@ class DeepLabV3PlusEncoder(nn.Module):
         self.head = nn.Conv2d(decoder_channels, volume_channels * volume_depth, 1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before the folding hold each frozen norm's four buffers and convolutions without
+        # biases: fold them the same way, so they load into the same function.
+        for conv, norm in _CONV_NORM_PAIRS:
+            keys = {name: f"{prefix}{norm}.{name}" for name in ("weight", "bias", "running_mean", "running_var")}
+            if keys["weight"] not in state_dict:
+                continue
+            w, b, mean, var = (state_dict.pop(k) for k in keys.values())
+            scale = w * (var + _FROZEN_EPS).rsqrt()
+            weight = state_dict[f"{prefix}{conv}.weight"]
+            state_dict[f"{prefix}{conv}.weight"] = weight * scale.view(-1, 1, 1, 1).to(weight.dtype)
+            state_dict.setdefault(f"{prefix}{conv}.bias", torch.zeros_like(b))
+            state_dict[f"{prefix}{conv}.bias"] = state_dict[f"{prefix}{conv}.bias"] * scale + b - mean * scale
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod
     def _load_backbone(backbone: nn.Module, path: Path) -> None:

@@ -52,6 +52,11 @@ class GeNVSModel(Model):
         self.net = GeNVSNetwork(self.config)
         # The EMA copy never trains: DDP and the optimizers ignore parameters without requires_grad.
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        device = torch.device(self.kwargs.get("device", "cpu"))
+        if self.config.compile == "on" or (self.config.compile == "auto" and device.type == "cuda"):
+            # In place, so the state dict keeps its keys; compiled at the first training step. Shapes are static
+            # there (a fixed batch of objects, the images' size), so dynamic=False.
+            self.net.denoiser.denoiser.inner_model.compile(dynamic=False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         # Mirrors of ema_updates and of the trainer's step as Python ints: reading a CUDA tensor every step would wait
         # for the GPU. None until the first training callback (after a checkpoint has been loaded).

@@ -19,6 +19,7 @@ from genvs_ns.model.denoiser import ConditionedDenoiser
 from genvs_ns.model.encoder import DeepLabV3PlusEncoder
 from genvs_ns.model.field import FrustumField
 from genvs_ns.model.renderer import RenderOutputs, RenderSettings, render_rays
+from genvs_ns.model.trilinear import ViewPooling
 
 
 class NetworkConfig(Protocol):
@@ -38,6 +39,7 @@ class NetworkConfig(Protocol):
     backbone_weights: Path | None
     rgb_skip: bool
     denoise_residual: bool
+    view_pooling: ViewPooling
 
 
 @dataclass
@@ -50,11 +52,12 @@ class Conditioning:
     image_hw: tuple[int, int]
 
     def select(self, views: slice | list[int]) -> Conditioning:
+        """Some views: a slice is a view of the volumes, a list a copy."""
         return Conditioning(self.volumes[:, views], self.c2w[:, views], self.K[:, views], self.image_hw)
 
     @staticmethod
     def cat(parts: list[Conditioning]) -> Conditioning:
-        """Views of several conditionings (same batch) side by side: volumes are mean-pooled over all of them."""
+        """Views of several conditionings (same batch) side by side: the field pools a point's features over them."""
         return Conditioning(
             torch.cat([p.volumes for p in parts], dim=1),
             torch.cat([p.c2w for p in parts], dim=1),
@@ -83,6 +86,7 @@ class GeNVSNetwork(nn.Module):
             config.latent_channels,
             config.mlp_implementation,
             colour_inputs=config.rgb_skip,
+            pooling=config.view_pooling,
         )
         self.denoiser = ConditionedDenoiser(config.denoiser_config, config.latent_channels, config.denoise_residual)
         background = torch.zeros(config.latent_channels)

@@ -34,10 +34,26 @@ class TrainingSettings(Protocol):
     noise_draws: int
     uncond_prob: float
     augment_prob: float
+    degraded_source_prob: float
 
 
 def area_resize(images: Float[Tensor, "b c H W"], hw: tuple[int, int]) -> Float[Tensor, "b c h w"]:
     return images if tuple(images.shape[-2:]) == tuple(hw) else F.adaptive_avg_pool2d(images, hw)
+
+
+def degrade_sources(
+    images: Float[Tensor, "batch views 3 H W"], prob: float, factor: int, noise: float = 0.02
+) -> Float[Tensor, "batch views 3 H W"]:
+    """Views 1.. of each object, with probability ``prob`` per object, area-downsampled by ``factor`` and bilinearly
+    upsampled (the detail a render at that resolution lacks) plus Gaussian noise; view 0, the input, stays clean."""
+    B, V, _, H, W = images.shape
+    if prob <= 0 or V < 2:
+        return images
+    rest = images[:, 1:].flatten(0, 1)
+    blurred = F.interpolate(F.avg_pool2d(rest, factor), size=(H, W), mode="bilinear", align_corners=False)
+    blurred = (blurred + noise * torch.randn_like(blurred)).clamp(0, 1).view(B, V - 1, 3, H, W)
+    chosen = (torch.rand(B, device=images.device) < prob)[:, None, None, None, None]
+    return torch.cat([images[:, :1], torch.where(chosen, blurred, images[:, 1:])], dim=1)
 
 
 def training_outputs(
@@ -50,20 +66,25 @@ def training_outputs(
     B, V = src.shape[:2]
     H, W = tgt.shape[-2:]
     h, w = c.feature_hw((H, W))
+    conditioning = degrade_sources(src, c.degraded_source_prob, max(H // h, 2))
     with autocast():
-        cond = net.encode(src, batch.source_c2w, batch.source_K)
+        cond = net.encode(conditioning, batch.source_c2w, batch.source_K)
         target = net.render_image(cond, batch.target_c2w, batch.target_K, (H, W), (h, w), rs)
     features = target["features"]
     diffusion = diffusion_loss(net, c, features, tgt, autocast)
 
     # Source view 0 re-rendered on a ray subset from its own volume (and from source 1's, if there is one).
     n = c.aux_num_rays
-    uv = torch.stack([torch.randint(0, W, (B, n)), torch.randint(0, H, (B, n))], dim=-1).to(tgt.device)
-    pixels = src[:, 0].permute(0, 2, 3, 1)[torch.arange(B)[:, None], uv[..., 1], uv[..., 0]]
+    # Drawn on the device: a CPU draw and its copy were two host-to-device transfers a step.
+    device = tgt.device
+    uv = torch.stack([torch.randint(0, W, (B, n), device=device), torch.randint(0, H, (B, n), device=device)], -1)
+    pixels = src[:, 0].permute(0, 2, 3, 1)[torch.arange(B, device=device)[:, None], uv[..., 1], uv[..., 0]]
     own_c2w, own_K = batch.source_c2w[:, 0], batch.source_K[:, 0]
     with autocast():
-        own = net.render_pixels(cond.select([0]), own_c2w, own_K, uv + 0.5, rs)
-        other = net.render_pixels(cond.select([1]), own_c2w, own_K, uv + 0.5, rs) if V > 1 else None
+        # Slices, not lists: views of the volumes, where list indexing copied them (134 MB a view at 8 objects of the
+        # paper preset) and scattered full-size zero gradients back.
+        own = net.render_pixels(cond.select(slice(0, 1)), own_c2w, own_K, uv + 0.5, rs)
+        other = net.render_pixels(cond.select(slice(1, 2)), own_c2w, own_K, uv + 0.5, rs) if V > 1 else None
     # The depth prior's reference: each render ray's closest approach to the origin, where objects are centred.
     origins, directions = image_rays(batch.target_c2w, batch.target_K, (H, W), (h, w))
     return TrainingOutputs(

@@ -1,4 +1,4 @@
-"""The CPU kernel of ``trilinear.py``: trilinear lookup and view mean in numba, forward and backward.
+"""The CPU kernel of ``trilinear.py``: trilinear lookup and view pooling in numba, forward and backward.
 
 Imported lazily (by ``trilinear._cpu_function``), so a missing numba or an unwritable kernel cache costs only speed:
 nerfstudio imports every method's model when it lists them, and an exception here would break every ``ns-*`` command.
@@ -58,17 +58,19 @@ def _corners(xyz, D: int, H: int, W: int):  # pragma: no cover - compiled
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _kernel(volumes, coords, features, shape, views, threads, backward):  # pragma: no cover - compiled
-    """Forward: ``features`` [B, N, C] = the view-averaged trilinear lookups of ``coords`` [B*V, N, 3] in ``volumes``
-    [1, B*V, D*H*W, C]. Backward: ``features`` holds their gradient, scattered into ``volumes``, which are then zeroed
-    gradients, one per thread [threads, B*V, D*H*W, C] (points of different threads may share corners).
+def _kernel(volumes, coords, features, coverage, shape, views, threads, backward, visible):  # pragma: no cover
+    """Forward: ``features`` [B, N, C] = the pooled trilinear lookups of ``coords`` [B*V, N, 3] in ``volumes``
+    [1, B*V, D*H*W, C], and ``coverage`` [B, N] = the summed weight of the corners inside a volume over the views.
+    Backward: ``features`` holds their gradient, scattered into ``volumes``, which are then zeroed gradients, one per
+    thread [threads, B*V, D*H*W, C] (points of different threads may share corners); ``coverage`` is the forward's.
+    Pooling: the sum over views divided by max(coverage, 1) (``visible``) or by the number of views.
 
     Each thread takes a contiguous run of points (ray samples, so neighbours share voxels) and does every view there.
     """
     D, H, W = shape
     C = volumes.shape[3]
     B, N = features.shape[0], features.shape[1]
-    scale = np.float32(1.0 / views)
+    per_view = np.float32(1.0 / views)
     per_thread = (B * N + threads - 1) // threads
     for t in numba.prange(threads):
         vol = volumes[min(np.int64(t), volumes.shape[0] - 1)]  # forward: the one volume set; backward: this thread's
@@ -76,14 +78,17 @@ def _kernel(volumes, coords, features, shape, views, threads, backward):  # prag
         for i in range(t * per_thread, min(B * N, (t + 1) * per_thread)):
             b = i // N
             n = i - b * N
+            scale = np.float32(1.0 / max(coverage[b, n], 1.0)) if visible else per_view
             for c in range(C):
                 acc[c] = features[b, n, c] * scale if backward else 0.0
+            seen = np.float32(0.0)
             for bv in range(b * views, (b + 1) * views):
                 inside, voxels, weights = _corners(coords[bv, n], D, H, W)
                 if not inside:
                     continue
                 for k in range(8):
                     weight, voxel = np.float32(weights[k]), voxels[k]
+                    seen += weight
                     if backward:
                         for c in range(C):
                             vol[bv, voxel, c] += weight * acc[c]
@@ -91,6 +96,8 @@ def _kernel(volumes, coords, features, shape, views, threads, backward):  # prag
                         for c in range(C):
                             acc[c] += weight * vol[bv, voxel, c]
             if not backward:
+                coverage[b, n] = seen
+                scale = np.float32(1.0 / max(seen, 1.0)) if visible else per_view
                 for c in range(C):
                     features[b, n, c] = acc[c] * scale
 
@@ -99,32 +106,39 @@ def _threads() -> int:
     return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
-class TrilinearMeanCPU(torch.autograd.Function):
+class TrilinearPoolCPU(torch.autograd.Function):
+    """``trilinear.trilinear_pool`` on the CPU: returns (features, coverage); only the features have a gradient."""
+
     @staticmethod
-    def forward(ctx, volumes: Tensor, coords: Tensor) -> Tensor:
+    def forward(ctx, volumes: Tensor, coords: Tensor, visible: bool) -> tuple[Tensor, Tensor]:
         B, V, C, D, H, W = volumes.shape
         # [1, B*V, D*H*W, C]: a view of GeNVSNetwork.encode's channels-last volumes, a copy of any others.
         vol = volumes.detach().permute(0, 1, 3, 4, 5, 2).reshape(1, B * V, D * H * W, C).contiguous()
         coords = coords.detach().reshape(B * V, -1, 3).contiguous()
         out = vol.new_empty(B, coords.shape[1], C)
+        coverage = vol.new_empty(B, coords.shape[1])
+        arrays = (vol.numpy(), coords.numpy(), out.numpy(), coverage.numpy())
         with _kernel_lock:
-            _kernel(vol.numpy(), coords.numpy(), out.numpy(), (D, H, W), V, _threads(), False)
-        ctx.save_for_backward(coords)
+            _kernel(*arrays, (D, H, W), V, _threads(), False, visible)
+        ctx.save_for_backward(coords, coverage)
         ctx.volume_shape = (B, V, C, D, H, W)
-        return out
+        ctx.visible = visible
+        ctx.mark_non_differentiable(coverage)
+        return out, coverage
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, None]:
+    def backward(ctx, grad_out: Tensor, _grad_coverage: Tensor | None) -> tuple[Tensor | None, None, None]:
         if not ctx.needs_input_grad[0]:
-            return None, None
-        (coords,) = ctx.saved_tensors
+            return None, None, None
+        coords, coverage = ctx.saved_tensors
         B, V, C, D, H, W = ctx.volume_shape
         threads = _threads()
         grads = grad_out.new_zeros(threads, B * V, D * H * W, C)
+        features = grad_out.float().contiguous().numpy()
         with _kernel_lock:
-            _kernel(grads.numpy(), coords.numpy(), grad_out.float().contiguous().numpy(), (D, H, W), V, threads, True)
+            _kernel(grads.numpy(), coords.numpy(), features, coverage.numpy(), (D, H, W), V, threads, True, ctx.visible)
         grad = grads[0]
         for extra in grads[1:]:
             grad += extra
         # Channels-last, as the volumes are.
-        return grad.view(B, V, D, H, W, C).permute(0, 1, 5, 2, 3, 4), None
+        return grad.view(B, V, D, H, W, C).permute(0, 1, 5, 2, 3, 4), None, None

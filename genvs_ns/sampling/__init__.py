@@ -1,14 +1,19 @@
 """Sampling: k-diffusion samplers with guidance, camera trajectories, autoregressive generation.
 
-``SamplerSettings`` is the one description of how a diffusion sample is drawn; every command that samples
-(genvs-sample, genvs-contact-sheet, scripts/quality.py) shows its fields as flags. Kept here, free of heavy imports,
-so CLIs can show it in --help and fail fast on bad arguments.
+``SamplerSettings`` is the one description of how a diffusion sample is drawn. Each preset has its default
+(``GeNVSPipelineConfig.sampling``: the tuned ``TUNED_CPU_SAMPLING`` for genvs-tiny, EDM's stochastic sampler for
+genvs), which a checkpoint and an exported model carry. The commands that sample (genvs-sample, genvs-eval,
+genvs-contact-sheet, scripts/quality.py) show ``SamplerFlags`` as flags: what a user leaves unset is the model's
+default. Kept here, free of heavy imports, so CLIs can show them in --help and fail fast on bad arguments.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Literal
+
+from genvs_ns import checks
+from genvs_ns.errors import GeNVSError
 
 # Ancestral Euler: on the CPU demo's 32 held-out pairs it scored PSNR 15.8 / SSIM 0.76 against Heun's 15.1 / 0.72,
 # with half the denoiser evaluations; its fresh noise at every step hides a young U-Net's errors.
@@ -30,7 +35,7 @@ DEFAULT_ETA = 2.0
 # little colder. Steps alone (8-25) moved the scores less than the seed does (+-0.1 dB).
 # s_noise 0.8 -> 0.5 (2026-12-03, LPIPS, seeds 0-2): held-out cars LPIPS 0.260 -> 0.252 (crop 0.430 -> 0.420), unseen
 # kinds 0.285 -> 0.276 (crop 0.503 -> 0.495), every seed; the render scores 0.302 / 0.319. Colder than 0.5 gained
-# under 0.003 more while the gradient-energy ratio kept falling (cars 0.85 at 0.5; DEVELOPERS.md, "LPIPS").
+# under 0.003 more while the gradient-energy ratio kept falling (cars 0.85 at 0.5; docs/experiments.md, "LPIPS").
 DEFAULT_STEPS = 15
 DEFAULT_S_NOISE = 0.5
 
@@ -58,7 +63,61 @@ class SamplerSettings:
     sigma_max: float | None = None
     """Largest noise level, where sampling starts (default: the denoiser JSON's)."""
 
+    def check(self) -> None:
+        """One line for a value no sampler can use (a negative sigma_min made the Karras schedule complex)."""
+        checks.at_least("--steps", self.steps, 1)
+        for flag, value in (("--churn", self.churn), ("--eta", self.eta), ("--s-noise", self.s_noise)):
+            checks.at_least(flag, value, 0)
+        checks.at_least("--guidance-scale", self.guidance_scale, 0)
+        for flag, value in (("--sigma-min", self.sigma_min), ("--sigma-max", self.sigma_max)):
+            if value is not None:
+                checks.greater_than(flag, value, 0)
+        if self.sigma_min is not None and self.sigma_max is not None and self.sigma_min >= self.sigma_max:
+            raise GeNVSError(f"--sigma-min ({self.sigma_min}) must be below --sigma-max ({self.sigma_max})")
 
-def default_sampling(steps: int) -> SamplerSettings | None:
-    """The default sampler at ``steps`` steps; None (no sample) for 0."""
-    return SamplerSettings(steps=steps) if steps > 0 else None
+
+# The genvs-tiny default, tuned on its demo checkpoint (the constants above).
+TUNED_CPU_SAMPLING = SamplerSettings()
+# EDM's stochastic sampler (Karras et al. 2022, Algorithm 2: Heun steps, noise added back at each step and the noise
+# level it reaches told to the denoiser) for the paper preset: 25 steps (49 denoiser evaluations), churn 0.4 per step
+# as the earlier re-implementation's 250-step Euler used. Nothing has been measured at paper size yet; the ancestral
+# sampler's s_noise 0.5 above tells the denoiser twice the noise it sees, which the tuned CPU default gets away with.
+EDM_STOCHASTIC_SAMPLING = SamplerSettings(sampler="heun", steps=25, churn=10.0, eta=0.0, s_noise=1.0)
+
+
+@dataclass
+class SamplerFlags:
+    """How the diffusion samples are drawn; a setting left unset is the model's own default (genvs-tiny:
+    euler_ancestral, 15 steps, eta 2, s_noise 0.5; genvs: EDM's stochastic Heun, 25 steps, churn 10)."""
+
+    sampler: SamplerName | None = None
+    """k-diffusion sampler (those that take a noise schedule)."""
+    steps: int | None = None
+    """Denoiser steps per sample."""
+    churn: float | None = None
+    """EDM S_churn for the samplers that take it (euler, heun, dpm_2); > 0 makes them stochastic."""
+    eta: float | None = None
+    """Ancestral samplers' share of each step re-noised: 0 deterministic, 1 DDPM-like; the re-noise is capped at the
+    next noise level, which 2 reaches on these schedules."""
+    s_noise: float | None = None
+    """Scale of the fresh noise of stochastic steps (k-diffusion's s_noise)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance: 1 plain conditional sampling, 0 unconditional, > 1 follows the features harder."""
+    sigma_min: float | None = None
+    """Smallest noise level before the last step to 0 (default: the model's, else the denoiser JSON's)."""
+    sigma_max: float | None = None
+    """Largest noise level, where sampling starts (default: the model's, else the denoiser JSON's)."""
+
+    def over(self, defaults: SamplerSettings) -> SamplerSettings:
+        """The settings given here, the model's ``defaults`` for the rest."""
+        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return replace(defaults, **given)
+
+    def check(self) -> None:
+        """The settings given, checked as complete settings would be (before any model is loaded)."""
+        self.over(SamplerSettings(sigma_min=None, sigma_max=None)).check()
+
+
+def default_sampling(steps: int, defaults: SamplerSettings = TUNED_CPU_SAMPLING) -> SamplerSettings | None:
+    """A model's default sampler (``defaults``) at ``steps`` steps; None (no sample) for 0."""
+    return replace(defaults, steps=steps) if steps > 0 else None

@@ -1,8 +1,9 @@
 """Autoregressive generation along a camera path.
 
-Each new frame is sampled conditioned on the input view(s), up to ``max_earlier`` randomly chosen earlier generated
-frames and the previous frame (GeNVS's recipe): generated frames become source views of their own, so later frames
-stay consistent with what was already shown. Every view is encoded once; its volume is reused by later frames.
+Each new frame is sampled conditioned on the input view(s), up to ``max_earlier`` earlier generated frames and the
+previous frame (GeNVS's recipe; ``context.py`` chooses them): generated frames become source views of their own, so
+later frames stay consistent with what was already shown. Every view is encoded once; its volume is reused by later
+frames.
 """
 
 from __future__ import annotations
@@ -19,19 +20,8 @@ from genvs_ns.model.denoiser import to_pixels
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
 from genvs_ns.sampling import SamplerSettings
+from genvs_ns.sampling.context import ContextPolicy, choose_context
 from genvs_ns.sampling.views import render_views
-
-
-@dataclass
-class ContextPolicy:
-    """Which views condition each new frame."""
-
-    autoregressive: bool = True
-    """False: every frame is conditioned on the input view(s) alone."""
-    max_earlier: int = 4
-    """Up to this many earlier generated frames, drawn at random (besides the previous frame)."""
-    include_previous: bool = True
-    """Always condition on the frame just before."""
 
 
 @dataclass
@@ -74,13 +64,9 @@ def generate_path(
     for i in range(len(target_c2w)):
         names = [f"input{k}" for k in range(len(inputs))]
         views = list(inputs)
-        if policy.autoregressive and i > 0:
-            earlier = list(range(i - 1)) if policy.include_previous else list(range(i))
-            chosen = sorted(picker.sample(earlier, min(policy.max_earlier, len(earlier))))
-            if policy.include_previous:
-                chosen.append(i - 1)
-            views += [frames[j] for j in chosen]
-            names += [f"frame{j}" for j in chosen]
+        chosen = choose_context(i, target_c2w, policy, picker)
+        views += [frames[j] for j in chosen]
+        names += [f"frame{j}" for j in chosen]
         steps: list[Tensor] = []
 
         def callback(info: dict, steps: list = steps) -> None:

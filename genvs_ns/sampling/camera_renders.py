@@ -17,12 +17,13 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerDropdown, ViewerNumber
 from torch import Tensor, nn
 
+from genvs_ns import checks
 from genvs_ns.data.dataset import SRNDataset
 from genvs_ns.errors import GeNVSError
 from genvs_ns.geometry import intrinsics_matrix
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
-from genvs_ns.sampling import DEFAULT_STEPS, default_sampling
+from genvs_ns.sampling import DEFAULT_STEPS, TUNED_CPU_SAMPLING, SamplerSettings, default_sampling
 from genvs_ns.sampling.views import render_views
 
 
@@ -40,10 +41,21 @@ class CameraRenderConfig:
     seed: int = 0
     """Seed of the "sample" output (the same for every frame)."""
 
+    def check(self, prefix: str = "--pipeline.renders.") -> None:
+        for name in ("object", "source_view", "sample_steps"):
+            checks.at_least(prefix + name.replace("_", "-"), getattr(self, name), 0)
+        checks.seed(prefix + "seed", self.seed)
+
 
 class CameraRenders(nn.Module):
     def __init__(
-        self, model: GeNVSModel, eval_dataset: SRNDataset, train_dataset: SRNDataset, config: CameraRenderConfig
+        self,
+        model: GeNVSModel,
+        eval_dataset: SRNDataset,
+        train_dataset: SRNDataset,
+        config: CameraRenderConfig,
+        sampling: SamplerSettings = TUNED_CPU_SAMPLING,
+        training: bool = False,
     ) -> None:
         super().__init__()
         # A plain reference: registered as a submodule, the model would appear twice in the pipeline's state dict.
@@ -51,6 +63,7 @@ class CameraRenders(nn.Module):
         self._datasets = {"eval": eval_dataset, "train": train_dataset}
         self._cache: Dict[Tuple[str, int], Conditioning] = {}
         self.config = config
+        self.sampling = sampling  # the method's default sampler
         # ns-viewer shows these; elsewhere they keep the config's values.
         self.viewer_split = ViewerDropdown(
             "Objects from",
@@ -64,8 +77,12 @@ class CameraRenders(nn.Module):
         self.viewer_source_view = ViewerNumber(
             "Source view", config.source_view, hint="View index of that object used as input (first view if absent)"
         )
+        # Off while training: a connected browser would hold the training lock for a whole sample every frame (15 to
+        # 25 U-Net passes); a click turns it on. ns-viewer and ns-render of a trained model show it by default.
         self.viewer_sample = ViewerCheckbox(
-            "Diffusion sample", config.sample_steps > 0, hint=f"Add the 'sample' output ({config.sample_steps} steps)"
+            "Diffusion sample",
+            config.sample_steps > 0 and not training,
+            hint=f"Add the 'sample' output ({config.sample_steps} steps)",
         )
         # The viewer passes the index of the last clicked training camera with every render (0 before any click).
         self._viewer_camera_idx = 0
@@ -138,6 +155,6 @@ class CameraRenders(nn.Module):
         K = intrinsics_matrix(*(x.reshape(1) for x in (camera.fx, camera.fy, camera.cx, camera.cy)))
         hw = (int(camera.height.flatten()[0]), int(camera.width.flatten()[0]))
         generator = torch.Generator(device=model.device).manual_seed(self.config.seed)
-        sampling = default_sampling(self.config.sample_steps) if self.viewer_sample.value else None
+        sampling = default_sampling(self.config.sample_steps, self.sampling) if self.viewer_sample.value else None
         out = render_views(model, cond, c2w, K, target_hw=hw, sampling=sampling, generator=generator)
         return {k: v[0].permute(1, 2, 0) for k, v in out.items() if k != "features"}

@@ -96,7 +96,9 @@ def sample(
     device = cond.device
     sigma_max = denoiser.sigma_max if s.sigma_max is None else s.sigma_max
     sigma_min = denoiser.sigma_min if s.sigma_min is None else s.sigma_min
-    sigmas = K.sampling.get_sigmas_karras(s.steps, sigma_min, sigma_max, rho=rho, device=device)
+    # On the CPU whatever the images' device: k-diffusion's samplers compare and index them every step, which on a
+    # GPU reads them back (two host syncs a step); 0-dim CPU tensors combine with GPU ones as plain numbers.
+    sigmas = K.sampling.get_sigmas_karras(s.steps, sigma_min, sigma_max, rho=rho, device="cpu")
     shape = (cond.shape[0], 3, *cond.shape[-2:])
     uncond = torch.full((cond.shape[0],), float(s.guidance_scale == 0.0), device=device)
     start = denoiser.prior_mean(cond, uncond)

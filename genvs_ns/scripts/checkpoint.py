@@ -34,6 +34,33 @@ def check_config(config_path: Path) -> Path:
     return checkpoint_dir
 
 
+def newest_checkpoint(checkpoint_dir: Path) -> Path:
+    """The checkpoint of the highest step (by number, whatever the widths of the names)."""
+
+    def step(path: Path) -> int:
+        try:
+            return int(path.stem.split("-", 1)[1])
+        except ValueError:
+            return -1
+
+    return max(Path(checkpoint_dir).glob("step-*.ckpt"), key=step)
+
+
+def _load_state(checkpoint: Path) -> dict:
+    import torch
+
+    try:
+        # Tensors, numbers and dicts only: loading a checkpoint must never run code from it.
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DataError(checkpoint, REFUSAL) from None
+    except (RuntimeError, EOFError) as exc:
+        raise DataError(checkpoint, f"not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "pipeline" not in state or "step" not in state:
+        raise DataError(checkpoint, "not a checkpoint written by ns-train (no pipeline state)")
+    return state
+
+
 def locate_data(config, config_path: Path) -> None:
     """A relative ``--data`` is relative to the folder ns-train ran in, which may not be today's working directory:
     that folder is where the run folder's relative path (output_dir/experiment/method/timestamp) starts."""
@@ -57,28 +84,27 @@ def load_pipeline(
     ``data`` replaces the training run's data set (to evaluate on objects of another kind)."""
     config_path = Path(config_path)
     checkpoint_dir = check_config(config_path)
-    from nerfstudio.utils.eval_utils import eval_setup
+    import torch
 
     from genvs_ns.pipeline import GeNVSPipeline
+    from genvs_ns.scripts.run_config import read_config
 
-    def beside_the_config(config):
-        # nerfstudio looks for checkpoints relative to the folder training ran in; these sit next to the config.
-        config.relative_model_dir = checkpoint_dir  # an absolute path wins in pathlib's join
-        # The newest checkpoint of this run: a run resumed with --load-step N records N, a step of the run it
-        # started from, which its own folder does not hold.
-        config.load_step = None
-        config.pipeline.model.backbone_weights = None  # the checkpoint holds the weights; the file may be elsewhere
-        if data is not None:
-            config.pipeline.datamanager.data = Path(data)
-        else:
-            locate_data(config, config_path)
-        return config
-
-    try:
-        _, pipeline, _, _ = eval_setup(config_path, test_mode=test_mode, update_config_callback=beside_the_config)
-    except pickle.UnpicklingError:  # torch.load's weights_only refusal: the file would run code
-        raise DataError(checkpoint_dir, REFUSAL) from None
+    # nerfstudio's eval_setup, but with the config read by the safe loader (run_config.py) and the checkpoint by
+    # torch's weights-only one: a run folder from elsewhere cannot run code through either file. The checkpoint is
+    # the newest beside the config (nerfstudio looks relative to where training ran, and a run resumed with
+    # --load-step N records a step of the run it started from).
+    config = read_config(config_path)
+    config.pipeline.model.backbone_weights = None  # the checkpoint holds the weights; the file may be elsewhere
+    if data is not None:
+        config.pipeline.datamanager.data = Path(data)
+    else:
+        locate_data(config, config_path)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipeline = config.pipeline.setup(device=device, test_mode=test_mode)
     assert isinstance(pipeline, GeNVSPipeline)
+    pipeline.eval()
+    state = _load_state(newest_checkpoint(checkpoint_dir))
+    pipeline.load_pipeline(state["pipeline"], state["step"])
     return pipeline
 
 
@@ -87,22 +113,17 @@ def load_model(config_path: Path) -> GeNVSModel:
     machine, or at a path relative to where training ran): for inputs from outside the data set."""
     checkpoint_dir = check_config(Path(config_path))
     import torch
-    import yaml
     from nerfstudio.data.scene_box import SceneBox
 
-    config = yaml.load(Path(config_path).read_text(), Loader=yaml.Loader)
+    from genvs_ns.scripts.run_config import read_config
+
+    config = read_config(Path(config_path))
     config.pipeline.model.backbone_weights = None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     model = config.pipeline.model.setup(scene_box=scene_box, num_train_data=0, metadata={}, device=device)
-    checkpoint = max(checkpoint_dir.glob("step-*.ckpt"))
-    try:
-        # Tensors, numbers and dicts only: loading a checkpoint must never run code from it.
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["pipeline"]
-    except pickle.UnpicklingError:
-        raise DataError(checkpoint, REFUSAL) from None
-    except (RuntimeError, EOFError, KeyError) as exc:
-        raise DataError(checkpoint, f"not a readable checkpoint ({type(exc).__name__})") from None
+    checkpoint = newest_checkpoint(checkpoint_dir)
+    state = _load_state(checkpoint)["pipeline"]
     # DDP training saves the model under "_model.module."; single-process training under "_model.".
     state = {k.removeprefix("_model.").removeprefix("module."): v for k, v in state.items() if k.startswith("_model.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -117,3 +138,42 @@ def load_model(config_path: Path) -> GeNVSModel:
             checkpoint, f"does not match its config.yml (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return model.to(device).eval()
+
+
+def check_model_source(load_config: Path | None, load_model: Path | None) -> None:
+    """Exactly one of an ns-train run (--load-config) and a genvs-export folder (--load-model), checked cheaply."""
+    from genvs_ns.errors import GeNVSError
+
+    if (load_config is None) == (load_model is None):
+        raise GeNVSError("give exactly one of --load-config (an ns-train run) and --load-model (genvs-export's)")
+    if load_config is not None:
+        check_config(load_config)
+    elif not Path(load_model).is_dir():
+        raise DataError(Path(load_model), "no such model folder (--load-model)")
+
+
+def open_pipeline(
+    load_config: Path | None,
+    load_model: Path | None,
+    data: Path | None,
+    test_mode: Literal["test", "val", "inference"] = "test",
+) -> GeNVSPipeline:
+    """``load_pipeline`` for a run, or the exported model over ``data`` (which a model folder needs)."""
+    if load_config is not None:
+        return load_pipeline(load_config, test_mode=test_mode, data=data)
+    from genvs_ns.scripts.model_folder import load_pipeline_folder
+
+    return load_pipeline_folder(Path(load_model), data, test_mode=test_mode)  # type: ignore[arg-type]
+
+
+def model_sampling(load_config: Path | None, load_model: Path | None):
+    """The model's default sampler (``SamplerSettings``), read from its settings without building it."""
+    from genvs_ns.sampling import SamplerSettings
+
+    if load_config is not None:
+        from genvs_ns.scripts.run_config import read_config
+
+        return read_config(Path(load_config)).pipeline.sampling
+    from genvs_ns.scripts.model_folder import folder_sampling
+
+    return folder_sampling(Path(load_model)) if load_model is not None else SamplerSettings()

@@ -11,31 +11,47 @@ import torch
 import tyro
 from torchvision.utils import save_image
 
-from genvs_ns.errors import user_errors_exit
-from genvs_ns.sampling import SamplerSettings
+from genvs_ns import checks
+from genvs_ns.errors import DataError, user_errors_exit
+from genvs_ns.sampling import SamplerFlags
 from genvs_ns.sampling.views import render_pairs
-from genvs_ns.scripts.checkpoint import load_pipeline
+from genvs_ns.scripts.checkpoint import check_model_source, open_pipeline
 
 
 @dataclass
 class ContactSheetArgs:
     """Rows: held-out objects (eval pairs); columns: input view, ground truth, NeRF RGB, diffusion sample."""
 
-    load_config: Path
-    """config.yml written by ns-train."""
+    load_config: Path | None = None
+    """config.yml written by ns-train (or give --load-model)."""
+    load_model: Path | None = None
+    """A model folder written by genvs-export (or give --load-config); needs --data."""
+    data: Path | None = None
+    """The data set whose held-out objects are shown: with --load-model, or instead of the run's own."""
     output: Path = Path("contact_sheet.png")
     """Where to write the PNG."""
     num_rows: int = 6
     """Held-out (object, target view) pairs to show."""
-    sampling: tyro.conf.OmitArgPrefixes[SamplerSettings] = field(default_factory=SamplerSettings)
-    """How the diffusion samples are drawn."""
+    sampling: tyro.conf.OmitArgPrefixes[SamplerFlags] = field(default_factory=SamplerFlags)
+    """How the diffusion samples are drawn (unset: the model's default)."""
     seed: int = 0
     """Same seed, same samples."""
 
+    def check(self) -> None:
+        check_model_source(self.load_config, self.load_model)
+        checks.existing_folder("--data", self.data)
+        if self.output.is_dir():
+            raise DataError(self.output, "is a folder; --output names the PNG to write")
+        checks.writable_folder("--output", self.output.parent)
+        checks.at_least("--num-rows", self.num_rows, 1)
+        self.sampling.check()
+        checks.seed("--seed", self.seed)
+
 
 def main(args: ContactSheetArgs) -> dict:
-    pipeline = load_pipeline(args.load_config, test_mode="test")
-    pipeline.eval()
+    args.check()
+    pipeline = open_pipeline(args.load_config, args.load_model, args.data, "test")
+    settings = args.sampling.over(pipeline.config.sampling)
     dm = pipeline.datamanager
     pairs = dm.eval_pairs[: args.num_rows]
     generator = torch.Generator(device=pipeline.device).manual_seed(args.seed)
@@ -43,7 +59,7 @@ def main(args: ContactSheetArgs) -> dict:
     start = time.perf_counter()
     for pair in pairs:
         batch = dm.eval_batch([pair])
-        out = render_pairs(pipeline.model, batch, args.sampling, generator)
+        out = render_pairs(pipeline.model, batch, settings, generator)
         metrics, _ = pipeline.model.get_image_metrics_and_images(out, batch)
         psnr.append(metrics)
         rows.append(torch.cat([batch.source_images[0, 0], batch.target_image[0], out["rgb"][0], out["sample"][0]], -1))

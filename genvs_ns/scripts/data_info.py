@@ -11,6 +11,7 @@ from pathlib import Path
 
 import tyro
 
+from genvs_ns import checks
 from genvs_ns.data.srn_dataparser import SRNDataParserConfig
 from genvs_ns.data.srn_files import SPLITS
 from genvs_ns.errors import user_errors_exit
@@ -27,6 +28,8 @@ class DataInfoArgs:
 
 
 def summarise(data: Path, downscale_factor: int = 1) -> dict:
+    checks.existing_folder("DATA", data)
+    checks.at_least("--downscale-factor", downscale_factor, 1)
     parser = SRNDataParserConfig(data=data, downscale_factor=downscale_factor).setup()
     summary: dict = {"data": str(data)}
     for split in SPLITS:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, List, Literal
 
@@ -28,20 +28,25 @@ import torch
 import tyro
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from genvs_ns import checks
 from genvs_ns.errors import DataError, GeNVSError, user_errors_exit
 from genvs_ns.evaluation.results import SCORES, ObjectResults, claim_output_dir, commit_hash, read_csv, write_csv
-from genvs_ns.sampling import SamplerSettings
-from genvs_ns.scripts.checkpoint import check_config
+from genvs_ns.sampling import SamplerFlags
+from genvs_ns.scripts.checkpoint import check_model_source
 
-Output = Literal["nerf", "sample"]
+# "input": the input view itself, unchanged, scored as if it were the prediction: the baseline a generative model
+# must beat (LPIPS prefers its right textures in the wrong place to a blur).
+Output = Literal["nerf", "sample", "input"]
 
 
 @dataclass
 class EvalArgs:
-    load_config: Path
-    """config.yml written by ns-train."""
     output_dir: Path
     """Results go here (per_image.csv, per_object.csv, metrics.json, images/); a rerun continues what is there."""
+    load_config: Path | None = None
+    """config.yml written by ns-train (or give --load-model)."""
+    load_model: Path | None = None
+    """A model folder written by genvs-export (or give --load-config); needs --data."""
     data: Path | None = None
     """Evaluate on this data set instead of the run's own (its folder moved, or objects of another kind)."""
     split: Literal["train", "val", "test"] = "test"
@@ -52,9 +57,9 @@ class EvalArgs:
     """Input view indices (SRN protocol: 64; e.g. 64 104 for two); an object lacking one uses its first other view."""
     target_views: str = "all"
     """all of an object's other views, or N of them spread evenly."""
-    outputs: List[Output] = field(default_factory=lambda: ["nerf", "sample"])
-    """What is scored: the NeRF render, the diffusion sample, or both."""
-    sampling: tyro.conf.OmitArgPrefixes[SamplerSettings] = field(default_factory=SamplerSettings)
+    outputs: List[Output] = field(default_factory=lambda: ["nerf", "sample", "input"])
+    """What is scored: the NeRF render, the diffusion sample, and the input view copied unchanged (the baseline)."""
+    sampling: tyro.conf.OmitArgPrefixes[SamplerFlags] = field(default_factory=SamplerFlags)
     """How the diffusion samples are drawn (genvs-sample's defaults)."""
     seed: int = 0
     """Each image's sampling noise is seeded by (seed, object index in the split, view): the same whichever images
@@ -69,16 +74,32 @@ class EvalArgs:
     consistency_frames: int = 23
     """Frames of each of those paths."""
     consistency_autoregressive: bool = True
-    """Condition each frame of those paths on earlier generated frames too (GeNVS's recipe); off: on the input view(s)
-    alone, every frame an independent sample (the control that shows what autoregression buys)."""
+    """Generate those paths autoregressively, each frame conditioned on earlier generated frames too (GeNVS's
+    recipe)."""
+    consistency_control: bool = True
+    """Also generate each path with every frame on the input view(s) alone, same views and seeds (the control that
+    shows what autoregression buys); consistency.csv's path column tells them apart."""
 
     def check(self) -> None:
         """Refuses bad settings before anything is loaded."""
-        check_config(self.load_config)
+        check_model_source(self.load_config, self.load_model)
+        if self.load_model is not None and self.data is None:
+            raise GeNVSError("--load-model needs --data: a model folder holds no data set")
         if self.data is not None and not self.data.is_dir():
             raise DataError(self.data, "no such data folder (--data)")
-        if self.batch_size < 1:
-            raise GeNVSError("--batch-size must be at least 1")
+        checks.writable_folder("--output-dir", self.output_dir)
+        checks.at_least("--batch-size", self.batch_size, 1)
+        checks.seed("--seed", self.seed)
+        checks.at_least("--consistency-objects", self.consistency_objects, 0)
+        checks.at_least("--consistency-frames", self.consistency_frames, 1)
+        if any(v < 0 for v in self.source_views):
+            raise GeNVSError(f"--source-views must be view indices of 0 or more, not {self.source_views}")
+        if not self.outputs:
+            raise GeNVSError("--outputs needs at least one of nerf, sample, input")
+        if not self.objects or (len(self.objects) == 1 and self.objects[0].isdigit() and int(self.objects[0]) < 1):
+            raise GeNVSError(f"--objects must be all, a number of at least 1, or instance ids, not {self.objects}")
+        if "sample" in self.outputs:
+            self.sampling.check()
         if self.target_views != "all" and not (self.target_views.isdigit() and int(self.target_views) >= 1):
             raise GeNVSError(f"--target-views must be all or a positive number, not {self.target_views!r}")
         if not 1 <= len(self.source_views) <= 3:
@@ -90,10 +111,14 @@ class EvalArgs:
         settings = asdict(self)
         keys = (
             "load_config", "data", "split", "source_views", "target_views", "outputs", "sampling", "seed", "batch_size",
-            "consistency_frames", "consistency_autoregressive",
+            "consistency_frames", "consistency_autoregressive", "consistency_control",
         )  # fmt: skip
         settings = {k: settings[k] for k in keys}
-        settings["load_config"] = str(Path(settings["load_config"]).resolve())
+        for key in ("load_config", "load_model"):  # load_model only where given: older folders lack the key
+            if getattr(self, key) is not None:
+                settings[key] = str(Path(getattr(self, key)).resolve())
+        if self.load_config is None:
+            settings["load_config"] = None
         settings["data"] = str(Path(settings["data"]).resolve()) if settings["data"] is not None else None
         # Folders of the first genvs-eval (one noise generator per object) are not continued with these draws.
         settings["noise_seeds"] = "per image: (seed, object, view)"
@@ -104,14 +129,17 @@ def main(args: EvalArgs) -> dict:
     args.check()
     from genvs_ns.evaluation.protocol import object_views, plan_batches, select_objects
     from genvs_ns.sampling.diffusion import get_sampler
-    from genvs_ns.scripts.checkpoint import load_pipeline
+    from genvs_ns.scripts.checkpoint import model_sampling, open_pipeline
 
+    if "sample" in args.outputs or args.consistency_objects > 0:
+        # From here on the flags are complete settings: the model's default under what was given (recorded so).
+        args = replace(args, sampling=args.sampling.over(model_sampling(args.load_config, args.load_model)))
     if "sample" in args.outputs:
         get_sampler(args.sampling.sampler)
     out = args.output_dir
     claim_output_dir(out, args.result_settings())
     results = ObjectResults(out, list(args.outputs))
-    pipeline = load_pipeline(args.load_config, test_mode="test" if args.split == "test" else "val", data=args.data)
+    pipeline = open_pipeline(args.load_config, args.load_model, args.data, "test" if args.split == "test" else "val")
     pipeline.eval()
     ds = pipeline.datamanager.train_dataset if args.split == "train" else pipeline.datamanager.eval_dataset
     chosen = select_objects(ds.metadata["object_ids"], list(args.objects))
@@ -150,7 +178,10 @@ def _score_batches(args: EvalArgs, model, ds, batches: list, results: ObjectResu
         task = progress.add_task("images", total=total)
         for k, batch in enumerate(render_batches(model, ds, batches, sampling, args.seed)):
             truths = torch.stack([ds.image(item.image) for item in batch.items])
-            images = {name: batch.outputs["rgb" if name == "nerf" else "sample"] for name in args.outputs}
+            rendered = {"nerf": "rgb", "sample": "sample"}
+            images = {name: batch.outputs[rendered[name]] for name in args.outputs if name in rendered}
+            if "input" in args.outputs:
+                images["input"] = torch.stack([ds.image(item.obj.sources[0]) for item in batch.items])
             unscored = [{"lpips": float("nan"), "crop_lpips": float("nan")}] * len(truths)
             # LPIPS of the whole batch at once (one network call per output for the frames).
             perceptual = {
@@ -187,18 +218,23 @@ def _score_batches(args: EvalArgs, model, ds, batches: list, results: ObjectResu
 def _consistency(args: EvalArgs, model, ds, objects: list) -> None:
     """consistency.csv: per object, the 3D consistency of an autoregressive path along its own views (paths.py);
     appended per object, resumable."""
+    from genvs_ns.evaluation.metrics import lpips_network
     from genvs_ns.evaluation.paths import CONSISTENCY_FIELDS, consistency_row
-    from genvs_ns.sampling.autoregressive import ContextPolicy
+    from genvs_ns.sampling.context import ContextPolicy
 
     path = args.output_dir / "consistency.csv"
-    done = {row["object"] for row in read_csv(path)}
+    done = {(row["object"], row["path"]) for row in read_csv(path)}
     if not path.is_file():
         write_csv(path, CONSISTENCY_FIELDS, [], "w")
+    kinds = [k for k, on in ((True, args.consistency_autoregressive), (False, args.consistency_control)) if on]
+    lpips = lpips_network() if objects else None
     for obj in objects:
-        if obj.object_id not in done:
+        for autoregressive in kinds:
+            if (obj.object_id, "autoregressive" if autoregressive else "input-only") in done:
+                continue
             row = consistency_row(
-                model, ds, obj, args.sampling, ContextPolicy(args.consistency_autoregressive), args.consistency_frames,
-                args.seed + obj.index,
+                model, ds, obj, args.sampling, ContextPolicy(autoregressive), args.consistency_frames,
+                args.seed + obj.index, lpips,
             )  # fmt: skip
             write_csv(path, CONSISTENCY_FIELDS, [row], "a")
 
@@ -242,12 +278,14 @@ def _summary(args: EvalArgs, ds, objects: list, results: ObjectResults) -> dict:
     else:
         metrics["fid_skipped"] = "--no-save-images: the generated images were not kept"
     paths = [r for r in read_csv(args.output_dir / "consistency.csv") if r["object"] in wanted]
-    if paths:
-        consistency: dict = {"paths": len(paths)}
-        for key in CONSISTENCY_FIELDS[2:]:
-            values = np.array([float(r.get(key) or "nan") for r in paths])
-            consistency[key] = round(float(np.nanmean(values)), 4) if not np.isnan(values).all() else None
-        metrics["consistency"] = consistency
+    for kind, key in (("autoregressive", "consistency"), ("input-only", "consistency_input_only")):
+        rows_of_kind = [r for r in paths if r["path"] == kind]
+        if rows_of_kind:
+            consistency: dict = {"paths": len(rows_of_kind)}
+            for field_name in CONSISTENCY_FIELDS[3:]:
+                values = np.array([float(r.get(field_name) or "nan") for r in rows_of_kind])
+                consistency[field_name] = round(float(np.nanmean(values)), 4) if not np.isnan(values).all() else None
+            metrics[key] = consistency
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()}
     summary = {"metrics": metrics, "settings": settings, "commit": commit_hash()}
     (args.output_dir / "metrics.json").write_text(json.dumps(summary, indent=1))

@@ -10,6 +10,7 @@ from typing import Literal
 
 import tyro
 
+from genvs_ns import checks
 from genvs_ns.data.toy import generate
 from genvs_ns.errors import DataError, user_errors_exit
 
@@ -33,8 +34,16 @@ class ToyDataArgs:
     kind: Literal["cars", "mixed"] = "cars"
     """cars: body, cabin, four wheels. mixed: each object a chair, table, ring, lamp or mug."""
 
+    def check(self) -> None:
+        checks.writable_folder("OUT", self.out)
+        checks.at_least("--num-objects", self.num_objects, 1)
+        checks.at_least("--num-views", self.num_views, 1)
+        checks.at_least("--resolution", self.resolution, 4)
+        checks.seed("--seed", self.seed)
+
 
 def main(args: ToyDataArgs) -> None:
+    args.check()
     start = time.perf_counter()
     try:
         counts = generate(
