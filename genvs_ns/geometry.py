@@ -48,6 +48,17 @@ def intrinsics_matrix(fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor) -> Float[T
     return torch.stack([fx, zero, cx, zero, fy, cy, zero, zero, one], dim=-1).reshape(*fx.shape, 3, 3)
 
 
+def look_at(position: Float[Tensor, "3"], up: Float[Tensor, "3"]) -> Float[Tensor, "3 4"]:
+    """Camera-to-world (OpenGL axes: the camera looks along -z) at ``position`` looking at the origin."""
+    back = position / position.norm()
+    right = torch.linalg.cross(up, back)
+    if right.norm() < 1e-6:  # looking straight along up: any right vector will do
+        right = torch.linalg.cross(torch.tensor([1.0, 0.0, 0.0], dtype=back.dtype), back)
+    right = right / right.norm()
+    cam_up = torch.linalg.cross(back, right)
+    return torch.stack([right, cam_up, back, position], dim=1)
+
+
 def pixel_centres(height: int, width: int, device=None) -> Float[Tensor, "height*width 2"]:
     """(u, v) of every pixel centre, row-major."""
     v, u = torch.meshgrid(

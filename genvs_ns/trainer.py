@@ -113,10 +113,14 @@ class GeNVSTrainer(Trainer):
     def _restore_random_states(self, saved: list[dict] | None, path: Path) -> None:
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else self.local_rank
         if not saved or len(saved) != self.world_size:
-            what = "no random states" if not saved else f"the random states of {len(saved)} processes"
+            what = (
+                "no random states"
+                if not saved
+                else f"the random states of {len(saved)} processes, not {self.world_size}"
+            )
             CONSOLE.print(
-                f"[yellow]genvs-ns: {path} holds {what}; this run of {self.world_size} continues with fresh ones "
-                "(its batches differ from the run that wrote it)"
+                f"[yellow]genvs-ns: {path} holds {what}: the run continues with fresh ones, so its batches differ from "
+                "those of the run that wrote it"
             )
             return
         state = saved[rank]
@@ -136,6 +140,7 @@ class GeNVSTrainer(Trainer):
         Every rank enters (nerfstudio's is main-process only): each hands its random states to the main process.
         Nothing is written before every step's loss is known to be finite (loss_guard.py)."""
         self._pipeline().loss_guard.check(wait=True, now=step)
+        self._check_weights_finite(step)
         states = [self._random_states()]
         # The viewer's save button calls this from its own thread, on the main process only: no gathering there.
         gather = threading.current_thread() is threading.main_thread()
@@ -143,6 +148,19 @@ class GeNVSTrainer(Trainer):
             states = [None] * self.world_size  # type: ignore[list-item]
             dist.all_gather_object(states, self._random_states())
         self._write_checkpoint(step, states)
+
+    @torch.no_grad()
+    def _check_weights_finite(self, step: int) -> None:
+        """A finite loss can come with a gradient whose update leaves weights that are not finite (a long genvs-tiny
+        run went from finite losses to all NaN at step 8865): checked once before every checkpoint, so that no
+        checkpoint ever holds them."""
+        params = [p for p in self._pipeline().model.parameters() if p.requires_grad]
+        if params and not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
+            raise DataError(
+                self.checkpoint_dir,
+                f"step {step}: the weights are no longer finite (an update from a non-finite gradient); stopped "
+                "without writing a checkpoint, the ones so far are intact",
+            )
 
     @check_main_thread
     def _write_checkpoint(self, step: int, random_states: list[dict]) -> None:

@@ -203,7 +203,7 @@ def _train_step(preset: str, steps: int, workers: int | None = None) -> dict:
         "median_data_s": round(statistics.median(data), 4),
         "data_share": round(sum(data) / sum(times), 4),
         "steps_timed": steps,
-        "objects_per_batch": dm.objects_per_batch,
+        "objects_per_batch": getattr(dm, "objects_per_batch", cfg.objects_per_batch),  # older commits: the config
         "source_views": [cfg.min_source_views, cfg.max_source_views],
         "num_workers": cfg.num_workers,
         "image_cache_size": cfg.image_cache_size,

@@ -16,6 +16,7 @@ the largest batch). Checks:
 - train_8: the preset at 8 objects a batch (the default before "auto"), for the objects/s it gave;
 - step_profile: one 2-object training step under torch.profiler (scripts/benchmark.py): kernel launches, dtype casts,
   host reads, the GPU's busy share of the step and the top kernels, compiled and eager;
+- nonfinite: a NaN loss injected at step 3 stops the run (read asynchronously) before any checkpoint holds it;
 - mixed_precision: `ns-train genvs --mixed-precision True` for 3 steps, through the CLI;
 - sample: `genvs-sample --sampler heun --churn 1` on the trained checkpoint, through the CLI;
 - evaluate: `genvs-eval` on the training split with that checkpoint (NeRF RGB and 15-step samples, batch 32, across
@@ -275,6 +276,36 @@ def losses_match(compiled: dict, eager: dict) -> dict:
             "worst_window_difference": round(worst, 4), "ok": worst <= 2 * spread}  # fmt: skip
 
 
+def nonfinite(data: Path, out: Path) -> dict:
+    """A NaN loss at step 3 (of 20, checkpoints every 2 steps): the asynchronous check (loss_guard.py) stops the run
+    with one GeNVSError a step or two later, and no checkpoint holds an update from step 3 on."""
+    if not torch.cuda.is_available():
+        return {"status": NO_CUDA}
+    from genvs_ns.errors import GeNVSError
+
+    config = _paper_config(data, out, 20, 2, compile="off")
+    config.timestamp, config.steps_per_save, config.save_only_latest_checkpoint = "nonfinite", 2, False
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    model = trainer.pipeline.model
+    real = model.get_loss_dict
+
+    def poisoned(outputs, batch, metrics=None):
+        losses = real(outputs, batch, metrics)
+        if trainer.step == 3:
+            losses["rgb_loss"] = losses["rgb_loss"] * float("nan")
+        return losses
+
+    model.get_loss_dict = poisoned  # type: ignore[method-assign]
+    try:
+        trainer.train.__wrapped__(trainer)  # type: ignore[attr-defined]  # the GeNVSError, not its one-line exit
+        return {"error": "no stop on a NaN loss", "ok": False}
+    except GeNVSError as exc:
+        saved = sorted(int(p.stem.split("-")[1]) for p in trainer.checkpoint_dir.glob("step-*.ckpt"))
+        return {"message": str(exc), "stopped_at": trainer.step, "checkpoints": saved,
+                "ok": str(exc).startswith("step 3: non-finite loss") and all(s < 3 for s in saved)}  # fmt: skip
+
+
 def step_profile() -> dict:
     if not torch.cuda.is_available():
         return {"status": NO_CUDA}
@@ -398,6 +429,7 @@ def main() -> int:
         _check("losses_match", lambda: losses_match(results["train"], results["train_eager"]), results)
         _check("train_8", lambda: train(data, out / "runs", args.steps, objects=8), results)
         _check("step_profile", step_profile, results)
+        _check("nonfinite", lambda: nonfinite(data, out / "runs"), results)
         _check("mixed_precision", lambda: mixed_precision(data, out / "runs"), results)
         _check("sample", lambda: sample(results["train"].get("config"), out / "sample"), results)
         _check("evaluate", lambda: evaluate(results["train"].get("config"), out / "eval"), results)

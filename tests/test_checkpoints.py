@@ -177,3 +177,19 @@ def test_a_resumed_run_is_the_same_run(toy32, tmp_path):
     a = torch.load(runs / "straight" / "nerfstudio_models" / "step-000000005.ckpt", weights_only=True)["pipeline"]
     b = torch.load(runs / "resumed" / "nerfstudio_models" / "step-000000005.ckpt", weights_only=True)["pipeline"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_weights_that_are_no_longer_finite_are_never_written(toy32, tmp_path):
+    from conftest import tiny_trainer_config
+
+    config = tiny_trainer_config(toy32)
+    config.output_dir = tmp_path
+    config.set_timestamp()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.save_checkpoint(0)
+    with torch.no_grad():
+        next(trainer.pipeline.model.net.field.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(DataError, match="step 1: the weights are no longer finite"):
+        trainer.save_checkpoint(1)
+    assert _checkpoints(trainer.checkpoint_dir) == ["step-000000000.ckpt"]

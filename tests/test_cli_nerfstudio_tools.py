@@ -89,7 +89,8 @@ def test_ns_render_interpolate_and_camera_path(tiny_run, tmp_path):
     frames, height, width, _ = iio.improps(out, plugin="pyav").shape
     assert frames == 7 and (height, width) == (32, 64)
     # camera-path: a path as the viewer exports it (4x4 camera-to-world rows, vertical fov in degrees).
-    from genvs_ns.sampling.trajectories import from_spherical, look_at
+    from genvs_ns.geometry import look_at
+    from genvs_ns.sampling.trajectories import from_spherical
 
     up = torch.tensor([0.0, 0.0, 1.0])
     bottom = torch.tensor([[0.0, 0.0, 0.0, 1.0]])

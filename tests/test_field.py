@@ -155,3 +155,46 @@ def test_importing_the_lookup_does_not_import_numba():
     code = "import sys, genvs_ns.model.trilinear; print('numba' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.strip() == "False", res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("pooling", ["visible", "mean"])
+@pytest.mark.parametrize("device_path", ["kernel", "grid_sample"])
+def test_view_weights(pooling, device_path):
+    """Weights set views against each other: a point seen by views 0 (weight 1) and 1 (weight 1/4) gets
+    (f0 + f1 / 4) / 1.25; equal weights give the unweighted pooling; both paths agree in values and gradients."""
+    torch.manual_seed(3)
+    dtype = torch.float32 if device_path == "kernel" else torch.float64
+    volumes = torch.randn(2, 3, 16, 4, 5, 6, dtype=dtype)
+    coords = (torch.rand(2, 3, 300, 3) * 2.4 - 1.2).to(dtype)
+    coords[:, 2, :50] = 5.0  # outside view 2
+    weights = torch.tensor([[1.0, 0.25, 0.25], [1.0, 1.0, 1.0]], dtype=dtype)
+    out, coverage = trilinear_pool(volumes, coords, pooling, weights)
+    plain, plain_coverage = trilinear_pool(volumes, coords, pooling)
+    torch.testing.assert_close(out[1], plain[1])  # equal weights
+    torch.testing.assert_close(coverage, plain_coverage)
+    inside = torch.zeros(1, 2, 1, 3, dtype=dtype)  # the centre, seen by views 0 and 1 only
+    pair, _ = trilinear_pool(volumes[:1, :2], inside, pooling, weights[:1, :2])
+    f = [_reference(volumes[:1, v : v + 1], inside)[0, 0] for v in (0, 1)]
+    torch.testing.assert_close(pair[0, 0], (f[0] + 0.25 * f[1]) / 1.25)
+    # Against the weighted pooling stated with grid_sample alone, values and gradients.
+    leaf = volumes.clone().requires_grad_()
+    got, _ = trilinear_pool(leaf, coords, pooling, weights)
+    grid = coords.reshape(6, -1, 1, 1, 3)
+    looked = F.grid_sample(leaf.reshape(6, 16, 4, 5, 6), grid, padding_mode="zeros", align_corners=False).view(
+        2, 3, 16, -1
+    )
+    ones = torch.ones(6, 1, 4, 5, 6, dtype=dtype)
+    cov = F.grid_sample(ones, grid, padding_mode="zeros", align_corners=False).view(2, 3, -1)
+    w = weights[:, :, None]
+    summed = (looked * w[:, :, None]).sum(1)
+    if pooling == "visible":
+        seen = (cov * w).sum(1)
+        scale = torch.where(seen > 0, cov.sum(1).clamp(max=1) / seen.clamp_min(1e-12), torch.zeros_like(seen))
+    else:
+        scale = (1 / w.sum(1)).expand(-1, summed.shape[-1])
+    want = (summed * scale[:, None]).transpose(1, 2)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    torch.testing.assert_close(
+        torch.autograd.grad((got * g).sum(), leaf)[0], torch.autograd.grad((want * g).sum(), leaf)[0]
+    )

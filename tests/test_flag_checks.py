@@ -29,6 +29,7 @@ SAMPLE = [
     (["--input-views", "1", "2", "3", "4"], "give 1 to 3 --input-views"),
     (["--input-views", "-1"], "--input-views must be view indices of 0 or more"),
     (["--object", "-2"], "--object must be at least 0"),
+    (["--generated-frame-weight", "0"], "--generated-frame-weight must be in (0, 1]"),
     (["--image", "/nonexistent.png"], "no such file (--image)"),
     (["--data", "/nonexistent"], "no such folder (--data)"),
     (["--load-model", "/nonexistent"], "no such model folder (--load-model)"),

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image
 
 from genvs_ns.errors import DataError, GeNVSError
+from genvs_ns.geometry import look_at, pixel_centres, rays_through_pixels
 
 CAMERA_RADIUS = 1.3
 SRN_FOCAL_128 = 131.25
@@ -491,13 +493,11 @@ def render_rays(obj: ToyObject, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarra
 
 
 def look_at_c2w_opencv(position: np.ndarray) -> np.ndarray:
-    """Camera-to-world in OpenCV axes (x right, y down, z forward) for a camera looking at the origin, world z up."""
-    fwd = -position / np.linalg.norm(position)
-    right = np.cross(fwd, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
+    """Camera-to-world in OpenCV axes (x right, y down, z forward), as SRN's pose files hold it, for a camera looking
+    at the origin, world z up: ``geometry.look_at`` (OpenGL axes) with its y and z axes flipped."""
+    c2w_gl = look_at(torch.tensor(position, dtype=torch.float64), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
     c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, down, fwd, position
+    c2w[:3] = c2w_gl.numpy() @ np.diag([1.0, -1.0, -1.0, 1.0])
     return c2w
 
 
@@ -510,13 +510,14 @@ def random_camera_positions(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def pixel_rays(c2w: np.ndarray, focal: float, res: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rays through pixel centres. Directions have unit camera-z, so the ray parameter t equals z-depth."""
-    v, u = np.meshgrid(np.arange(res), np.arange(res), indexing="ij")
-    c = res / 2
-    d_cam = np.stack([(u + 0.5 - c) / focal, (v + 0.5 - c) / focal, np.ones_like(u, dtype=float)], -1).reshape(-1, 3)
-    d = d_cam @ c2w[:3, :3].T
-    o = np.broadcast_to(c2w[:3, 3], d.shape)
-    return o, d
+    """Rays through pixel centres (``geometry.rays_through_pixels`` of the OpenCV ``c2w``), their directions scaled
+    to unit camera-z, so the ray parameter t equals z-depth."""
+    K = torch.tensor([[focal, 0.0, res / 2], [0.0, focal, res / 2], [0.0, 0.0, 1.0]])
+    c2w_gl = torch.from_numpy(c2w[:3] @ np.diag([1.0, -1.0, -1.0, 1.0]))
+    o, d = rays_through_pixels(c2w_gl, K, pixel_centres(res, res))
+    o, d = o.double().numpy(), d.double().numpy()
+    forward = c2w[:3, 2]
+    return o, d / (d @ forward)[:, None]
 
 
 def write_object(folder: Path, rng: np.random.Generator, num_views: int, res: int, depth: bool, kind: Kind) -> None:

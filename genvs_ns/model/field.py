@@ -71,6 +71,7 @@ class FrustumField(nn.Module):
         K: Float[Tensor, "batch views 3 3"],
         image_hw: tuple[int, int],
         radius: float,
+        view_weights: Float[Tensor, "batch views"] | None = None,
     ) -> Float[Tensor, "batch n F"]:
         """The MLP's input at each point: its trilinear features in every source volume (zero outside a frustum),
         pooled over views, and with ``visible`` pooling how much of it the views see. Each volume's depth planes span
@@ -78,7 +79,7 @@ class FrustumField(nn.Module):
         B, V = volumes.shape[:2]
         near, far = depth_range(c2w[..., :3, 3], radius)
         coords = world_to_frustum(points[:, None].expand(B, V, *points.shape[1:]), c2w, K, image_hw, near, far)
-        features, coverage = trilinear_pool(volumes, coords, self.pooling)
+        features, coverage = trilinear_pool(volumes, coords, self.pooling, view_weights)
         parts = [features]
         if self.pooling == "visible":
             parts.append(coverage.clamp(max=1)[..., None].to(features.dtype))

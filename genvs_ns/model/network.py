@@ -44,25 +44,39 @@ class NetworkConfig(Protocol):
 
 @dataclass
 class Conditioning:
-    """What a render is conditioned on: the source views' volumes and cameras."""
+    """What a render is conditioned on: the source views' volumes and cameras, and optionally how much each view
+    counts where several see a point (``weights``, None: all alike; see trilinear.trilinear_pool)."""
 
     volumes: Float[Tensor, "batch views C D h w"]
     c2w: Float[Tensor, "batch views 3 4"]
     K: Float[Tensor, "batch views 3 3"]
     image_hw: tuple[int, int]
+    weights: Float[Tensor, "batch views"] | None = None
 
     def select(self, views: slice | list[int]) -> Conditioning:
         """Some views: a slice is a view of the volumes, a list a copy."""
-        return Conditioning(self.volumes[:, views], self.c2w[:, views], self.K[:, views], self.image_hw)
+        weights = self.weights[:, views] if self.weights is not None else None
+        return Conditioning(self.volumes[:, views], self.c2w[:, views], self.K[:, views], self.image_hw, weights)
+
+    def weighted(self, weight: float) -> Conditioning:
+        """The same views, each counting ``weight`` against views of weight 1."""
+        weights = torch.full(self.volumes.shape[:2], float(weight), device=self.volumes.device)
+        return Conditioning(self.volumes, self.c2w, self.K, self.image_hw, weights)
 
     @staticmethod
     def cat(parts: list[Conditioning]) -> Conditioning:
         """Views of several conditionings (same batch) side by side: the field pools a point's features over them."""
+        weights = None
+        if any(p.weights is not None for p in parts):
+            weights = torch.cat(
+                [p.weights if p.weights is not None else p.volumes.new_ones(p.volumes.shape[:2]) for p in parts], 1
+            )
         return Conditioning(
             torch.cat([p.volumes for p in parts], dim=1),
             torch.cat([p.c2w for p in parts], dim=1),
             torch.cat([p.K for p in parts], dim=1),
             parts[0].image_hw,
+            weights,
         )
 
 
@@ -120,7 +134,9 @@ class GeNVSNetwork(nn.Module):
         settings: RenderSettings,
     ) -> RenderOutputs:
         def field_fn(points: Tensor) -> tuple[Tensor, Tensor]:
-            feats = self.field.lookup(cond.volumes, points, cond.c2w, cond.K, cond.image_hw, settings.radius)
+            feats = self.field.lookup(
+                cond.volumes, points, cond.c2w, cond.K, cond.image_hw, settings.radius, cond.weights
+            )
             return self.field(feats)
 
         return render_rays(field_fn, origins, directions, settings, self.background)

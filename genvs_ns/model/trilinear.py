@@ -62,23 +62,36 @@ def trilinear_pool(
     volumes: Float[Tensor, "batch views C D h w"],
     coords: Float[Tensor, "batch views n 3"],
     pooling: ViewPooling = "visible",
+    view_weights: Float[Tensor, "batch views"] | None = None,
 ) -> tuple[Float[Tensor, "batch n C"], Float[Tensor, "batch n"]]:
     """Each point's trilinear features in every view's volume (zero outside it), pooled over the views, and the
     summed coverage of the views (how many see the point).
 
     ``coords`` are normalised (x, y, z) in [-1, 1] as ``world_to_frustum`` gives them (x, y: the image's outer edges;
-    z: near and far).
+    z: near and far). ``view_weights`` weigh the views against each other where several see a point (an input view
+    above generated frames, sampling/context.py): visible pooling becomes the weighted mean of the views that see it,
+    faded at the frustum's faces as without weights; equal weights give the unweighted result.
     """
     if coords.requires_grad:
         raise ValueError("trilinear_pool: gradients with respect to the points are not supported")
     B, V, C, D, h, w = volumes.shape
     if volumes.device.type == "cpu" and volumes.dtype == torch.float32 and (kernel := _cpu_function()) is not None:
-        return kernel.apply(volumes, coords.float(), pooling == "visible")
+        return kernel.apply(volumes, coords.float(), pooling == "visible", view_weights)
     n = coords.shape[2]
     # The kernel reads NaN and far-away points as empty space; grid_sample would turn them into undefined indices.
     grid = coords.nan_to_num(2.0, 2.0, -2.0).clamp(-2.0, 2.0).reshape(B * V, n, 1, 1, 3).to(volumes.dtype)
     out = F.grid_sample(volumes.reshape(B * V, C, D, h, w), grid, padding_mode="zeros", align_corners=False)
-    coverage = frustum_coverage(coords.detach(), (D, h, w)).sum(dim=1).to(volumes.dtype)
+    per_view = frustum_coverage(coords.detach(), (D, h, w)).to(volumes.dtype)  # [B, V, n]
+    coverage = per_view.sum(dim=1)
     out = out.view(B, V, C, n)
-    pooled = out.sum(dim=1) / coverage.clamp_min(1)[:, None] if pooling == "visible" else out.mean(dim=1)
-    return pooled.transpose(1, 2), coverage
+    if view_weights is None:
+        pooled = out.sum(dim=1) / coverage.clamp_min(1)[:, None] if pooling == "visible" else out.mean(dim=1)
+        return pooled.transpose(1, 2), coverage
+    weights = view_weights.detach().to(volumes.dtype)[:, :, None]  # [B, V, 1]
+    summed = (out * weights[:, :, None]).sum(dim=1)
+    if pooling == "visible":
+        seen = (per_view * weights).sum(dim=1)
+        scale = torch.where(seen > 0, coverage.clamp(max=1) / seen.clamp_min(1e-12), torch.zeros_like(seen))
+    else:
+        scale = (1 / weights.sum(dim=1)).expand(-1, n)
+    return (summed * scale[:, None]).transpose(1, 2), coverage

@@ -58,12 +58,16 @@ def _corners(xyz, D: int, H: int, W: int):  # pragma: no cover - compiled
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _kernel(volumes, coords, features, coverage, shape, views, threads, backward, visible):  # pragma: no cover
+def _kernel(
+    volumes, coords, features, coverage, scales, view_weights, shape, views, threads, backward, visible, weighted
+):  # pragma: no cover - compiled
     """Forward: ``features`` [B, N, C] = the pooled trilinear lookups of ``coords`` [B*V, N, 3] in ``volumes``
-    [1, B*V, D*H*W, C], and ``coverage`` [B, N] = the summed weight of the corners inside a volume over the views.
-    Backward: ``features`` holds their gradient, scattered into ``volumes``, which are then zeroed gradients, one per
-    thread [threads, B*V, D*H*W, C] (points of different threads may share corners); ``coverage`` is the forward's.
-    Pooling: the sum over views divided by max(coverage, 1) (``visible``) or by the number of views.
+    [1, B*V, D*H*W, C]; ``coverage`` [B, N] = the summed weight of the corners inside a volume over the views;
+    ``scales`` [B, N] = what the weighted sum was multiplied by. Backward: ``features`` holds their gradient,
+    scattered into ``volumes``, which are then zeroed gradients, one per thread [threads, B*V, D*H*W, C] (points of
+    different threads may share corners); ``scales`` are the forward's.
+    Pooling (trilinear.py): visible, the sum over views / max(coverage, 1), or with ``view_weights`` [B*V] the
+    weighted sum / the weighted coverage * min(coverage, 1); mean, the sum / views (weighted: / the weights' sum).
 
     Each thread takes a contiguous run of points (ray samples, so neighbours share voxels) and does every view there.
     """
@@ -78,17 +82,23 @@ def _kernel(volumes, coords, features, coverage, shape, views, threads, backward
         for i in range(t * per_thread, min(B * N, (t + 1) * per_thread)):
             b = i // N
             n = i - b * N
-            scale = np.float32(1.0 / max(coverage[b, n], 1.0)) if visible else per_view
+            scale = scales[b, n]
             for c in range(C):
                 acc[c] = features[b, n, c] * scale if backward else 0.0
             seen = np.float32(0.0)
+            seen_weighted = np.float32(0.0)
+            total_weight = np.float32(0.0)
             for bv in range(b * views, (b + 1) * views):
+                view_weight = view_weights[bv]
+                total_weight += view_weight
                 inside, voxels, weights = _corners(coords[bv, n], D, H, W)
                 if not inside:
                     continue
                 for k in range(8):
                     weight, voxel = np.float32(weights[k]), voxels[k]
                     seen += weight
+                    seen_weighted += view_weight * weight
+                    weight = weight * view_weight
                     if backward:
                         for c in range(C):
                             vol[bv, voxel, c] += weight * acc[c]
@@ -97,7 +107,13 @@ def _kernel(volumes, coords, features, coverage, shape, views, threads, backward
                             acc[c] += weight * vol[bv, voxel, c]
             if not backward:
                 coverage[b, n] = seen
-                scale = np.float32(1.0 / max(seen, 1.0)) if visible else per_view
+                if visible and weighted:
+                    scale = np.float32(min(seen, 1.0) / seen_weighted) if seen_weighted > 0 else np.float32(0.0)
+                elif visible:
+                    scale = np.float32(1.0 / max(seen, 1.0))
+                else:
+                    scale = np.float32(1.0 / total_weight) if weighted else per_view
+                scales[b, n] = scale
                 for c in range(C):
                     features[b, n, c] = acc[c] * scale
 
@@ -110,35 +126,41 @@ class TrilinearPoolCPU(torch.autograd.Function):
     """``trilinear.trilinear_pool`` on the CPU: returns (features, coverage); only the features have a gradient."""
 
     @staticmethod
-    def forward(ctx, volumes: Tensor, coords: Tensor, visible: bool) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx, volumes: Tensor, coords: Tensor, visible: bool, view_weights: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         B, V, C, D, H, W = volumes.shape
         # [1, B*V, D*H*W, C]: a view of GeNVSNetwork.encode's channels-last volumes, a copy of any others.
         vol = volumes.detach().permute(0, 1, 3, 4, 5, 2).reshape(1, B * V, D * H * W, C).contiguous()
         coords = coords.detach().reshape(B * V, -1, 3).contiguous()
         out = vol.new_empty(B, coords.shape[1], C)
-        coverage = vol.new_empty(B, coords.shape[1])
-        arrays = (vol.numpy(), coords.numpy(), out.numpy(), coverage.numpy())
+        coverage, scales = vol.new_empty(B, coords.shape[1]), vol.new_empty(B, coords.shape[1])
+        weighted = view_weights is not None
+        weights = view_weights.detach().float().reshape(B * V).contiguous() if weighted else vol.new_ones(B * V)
+        arrays = (vol.numpy(), coords.numpy(), out.numpy(), coverage.numpy(), scales.numpy(), weights.numpy())
         with _kernel_lock:
-            _kernel(*arrays, (D, H, W), V, _threads(), False, visible)
-        ctx.save_for_backward(coords, coverage)
+            _kernel(*arrays, (D, H, W), V, _threads(), False, visible, weighted)
+        ctx.save_for_backward(coords, scales, weights)
         ctx.volume_shape = (B, V, C, D, H, W)
-        ctx.visible = visible
+        ctx.flags = (visible, weighted)
         ctx.mark_non_differentiable(coverage)
         return out, coverage
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor, _grad_coverage: Tensor | None) -> tuple[Tensor | None, None, None]:
+    def backward(ctx, grad_out: Tensor, _grad_coverage: Tensor | None) -> tuple[Tensor | None, None, None, None]:
         if not ctx.needs_input_grad[0]:
-            return None, None, None
-        coords, coverage = ctx.saved_tensors
+            return None, None, None, None
+        coords, scales, weights = ctx.saved_tensors
         B, V, C, D, H, W = ctx.volume_shape
         threads = _threads()
         grads = grad_out.new_zeros(threads, B * V, D * H * W, C)
         features = grad_out.float().contiguous().numpy()
+        coverage = scales.new_empty(scales.shape)  # not read in the backward
+        arrays = (grads.numpy(), coords.numpy(), features, coverage.numpy(), scales.numpy(), weights.numpy())
         with _kernel_lock:
-            _kernel(grads.numpy(), coords.numpy(), features, coverage.numpy(), (D, H, W), V, threads, True, ctx.visible)
+            _kernel(*arrays, (D, H, W), V, threads, True, *ctx.flags)
         grad = grads[0]
         for extra in grads[1:]:
             grad += extra
         # Channels-last, as the volumes are.
-        return grad.view(B, V, D, H, W, C).permute(0, 1, 5, 2, 3, 4), None, None
+        return grad.view(B, V, D, H, W, C).permute(0, 1, 5, 2, 3, 4), None, None, None

@@ -9,18 +9,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from genvs_ns.geometry import look_at
+
 Trajectory = Literal["spiral", "circle", "rings", "dataset"]
-
-
-def look_at(position: Float[Tensor, "3"], up: Float[Tensor, "3"]) -> Float[Tensor, "3 4"]:
-    """Camera-to-world (OpenGL axes: the camera looks along -z) at ``position`` looking at the origin."""
-    back = position / position.norm()
-    right = torch.linalg.cross(up, back)
-    if right.norm() < 1e-6:  # looking straight along up: any right vector will do
-        right = torch.linalg.cross(torch.tensor([1.0, 0.0, 0.0]), back)
-    right = right / right.norm()
-    cam_up = torch.linalg.cross(back, right)
-    return torch.stack([right, cam_up, back, position], dim=1)
 
 
 def _basis(up: Tensor) -> tuple[Tensor, Tensor]:

@@ -74,6 +74,9 @@ class SampleArgs:
     """Autoregressive: up to this many earlier frames besides the previous one."""
     earlier_frames: Literal["random", "nearest"] = "random"
     """Autoregressive: which earlier frames, at random or those whose cameras are nearest the new frame's."""
+    generated_frame_weight: float = 0.1
+    """Autoregressive: how much a generated frame counts against the input view(s) where both see a point (0-1]:
+    below 1 the input's own features win where it sees the point (sampling/context.py)."""
     seed: int = 0
     """Same seed, same frames."""
     fps: int = 10
@@ -117,6 +120,7 @@ class SampleArgs:
         checks.at_least("--num-frames", self.num_frames, 1)
         self.sampling.check()
         checks.at_least("--max-earlier-frames", self.max_earlier_frames, 0)
+        self.context().check()
         checks.seed("--seed", self.seed)
         checks.between("--fps", self.fps, 1, 240)
         checks.between("--video-scale", self.video_scale, 1, 16)
@@ -124,7 +128,10 @@ class SampleArgs:
             raise GeNVSError("--formats needs at least one of mp4, gif, webp")
 
     def context(self) -> ContextPolicy:
-        return ContextPolicy(self.autoregressive, self.max_earlier_frames, earlier=self.earlier_frames)
+        return ContextPolicy(
+            self.autoregressive, self.max_earlier_frames, earlier=self.earlier_frames,
+            generated_weight=self.generated_frame_weight,
+        )  # fmt: skip
 
 
 @dataclass
@@ -164,8 +171,8 @@ def _picture(args: SampleArgs) -> Inputs:
     """The user's own picture: needs no data set (the checkpoint carries image size, near/far and the world's up)."""
     from genvs_ns.cpu_runtime import apply_cpu_settings
     from genvs_ns.data.images import load_rgb
-    from genvs_ns.geometry import intrinsics_matrix
-    from genvs_ns.sampling.trajectories import from_spherical, look_at
+    from genvs_ns.geometry import intrinsics_matrix, look_at
+    from genvs_ns.sampling.trajectories import from_spherical
     from genvs_ns.scripts.checkpoint import load_model
     from genvs_ns.scripts.model_folder import load_model_folder
 
