@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.genvs-installed
 DEMO_DIR ?= outputs/demo
-# 0.41 s a step on 2 cores with AVX512/AMX (bf16): 12 minutes in all; 1.27 s on an AVX2-only CPU (fp32): 35 minutes.
+# 0.27-0.41 s a step on 2 cores with AVX512/AMX (bf16): 8-12 minutes in all; 1.27 s on an AVX2-only CPU (fp32): 35 minutes.
 DEMO_STEPS ?= 1600
 
 .PHONY: demo test lint venv clean-demo docs-animation
@@ -31,7 +31,7 @@ demo: $(STAMP)
 # autoregressive samples and the NeRF RGB along a spiral, as genvs-sample writes them (turntable.gif).
 docs-animation: $(STAMP)
 	$(BIN)/genvs-sample --load-config $(DEMO_DIR)/runs/demo/genvs-tiny/run/config.yml --output-dir $(DEMO_DIR)/turntable \
-		--object 3 --num-frames 24 --formats gif --video-scale 3 --fps 8
+		--object 2 --num-frames 24 --formats gif --video-scale 3 --fps 8
 	cp $(DEMO_DIR)/turntable/turntable.gif docs/images/turntable.gif
 
 test: $(STAMP)
