@@ -68,26 +68,15 @@ _CONV_NORM_PAIRS = [("stem.0", "stem.1")] + [
 ]
 
 
-@torch.no_grad()
-def _fold_frozen_batch_norms(backbone: nn.Module) -> None:
-    """Each FrozenBatchNorm2d folded into the convolution before it, and replaced by an identity."""
-
-    def fold(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> None:
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        bias = norm.bias - norm.running_mean * scale
-        conv.bias = nn.Parameter(bias.clone() if conv.bias is None else conv.bias * scale + bias)
-
-    fold(backbone.conv1, backbone.bn1)
-    backbone.bn1 = nn.Identity()
-    for block in backbone.modules():
-        if isinstance(block, BasicBlock):
-            fold(block.conv1, block.bn1)
-            fold(block.conv2, block.bn2)
-            block.bn1, block.bn2 = nn.Identity(), nn.Identity()
-            if block.downsample is not None:
-                fold(block.downsample[0], block.downsample[1])
-                block.downsample[1] = nn.Identity()
+def _folded(
+    weight: Tensor, bias: Tensor | None, norm_weight: Tensor, norm_bias: Tensor, mean: Tensor, var: Tensor
+) -> tuple[Tensor, Tensor]:
+    """A convolution's weight and bias with the frozen norm after it folded in."""
+    scale = norm_weight * (var + _FROZEN_EPS).rsqrt()
+    folded_bias = norm_bias - mean * scale
+    if bias is not None:
+        folded_bias = folded_bias + bias * scale
+    return weight * scale.view(-1, 1, 1, 1).to(weight.dtype), folded_bias
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -116,7 +105,6 @@ class DeepLabV3PlusEncoder(nn.Module):
             for block in backbone.modules():
                 if isinstance(block, BasicBlock):
                     nn.init.zeros_(block.conv2.weight)
-        _fold_frozen_batch_norms(backbone)
         _dilate_layer4(backbone)
         self.stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
@@ -125,6 +113,7 @@ class DeepLabV3PlusEncoder(nn.Module):
             backbone.layer3,
             backbone.layer4,
         )
+        self._fold_frozen_batch_norms()
         self.aspp = _strip_norm_and_dropout(ASPP(512, list(aspp_rates), decoder_channels))
         # Group norm (independent of the batch) keeps the volume features near unit scale: with no normalisation at
         # all they grew to a standard deviation of ~20 and drowned the colour channels beside them.
@@ -139,19 +128,29 @@ class DeepLabV3PlusEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    @torch.no_grad()
+    def _fold_frozen_batch_norms(self) -> None:
+        """Each FrozenBatchNorm2d folded into the convolution before it, and replaced by an identity."""
+        for conv_name, norm_name in _CONV_NORM_PAIRS:
+            conv, norm = self.get_submodule(conv_name), self.get_submodule(norm_name)
+            assert isinstance(norm, FrozenBatchNorm2d) and norm.eps == _FROZEN_EPS, norm_name
+            weight, bias = _folded(conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+            conv.weight.copy_(weight)
+            conv.bias = nn.Parameter(bias)
+            parent, _, child = norm_name.rpartition(".")
+            setattr(self.get_submodule(parent), child, nn.Identity())
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # Checkpoints written before the folding hold each frozen norm's four buffers and convolutions without
         # biases: fold them the same way, so they load into the same function.
         for conv, norm in _CONV_NORM_PAIRS:
-            keys = {name: f"{prefix}{norm}.{name}" for name in ("weight", "bias", "running_mean", "running_var")}
-            if keys["weight"] not in state_dict:
-                continue
-            w, b, mean, var = (state_dict.pop(k) for k in keys.values())
-            scale = w * (var + _FROZEN_EPS).rsqrt()
-            weight = state_dict[f"{prefix}{conv}.weight"]
-            state_dict[f"{prefix}{conv}.weight"] = weight * scale.view(-1, 1, 1, 1).to(weight.dtype)
-            state_dict.setdefault(f"{prefix}{conv}.bias", torch.zeros_like(b))
-            state_dict[f"{prefix}{conv}.bias"] = state_dict[f"{prefix}{conv}.bias"] * scale + b - mean * scale
+            keys = [f"{prefix}{norm}.{name}" for name in ("weight", "bias", "running_mean", "running_var")]
+            if keys[0] in state_dict:
+                weight, bias = _folded(
+                    state_dict[f"{prefix}{conv}.weight"], state_dict.get(f"{prefix}{conv}.bias"),
+                    *(state_dict.pop(k) for k in keys),
+                )  # fmt: skip
+                state_dict[f"{prefix}{conv}.weight"], state_dict[f"{prefix}{conv}.bias"] = weight, bias
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod

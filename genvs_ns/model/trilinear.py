@@ -84,14 +84,15 @@ def trilinear_pool(
     per_view = frustum_coverage(coords.detach(), (D, h, w)).to(volumes.dtype)  # [B, V, n]
     coverage = per_view.sum(dim=1)
     out = out.view(B, V, C, n)
+    # The CPU kernel's arithmetic: the weighted sum over the views, scaled by min(coverage, 1) / the weighted coverage
+    # (visible; for equal weights 1 / max(coverage, 1)) or by 1 / the weights' sum (mean).
     if view_weights is None:
-        pooled = out.sum(dim=1) / coverage.clamp_min(1)[:, None] if pooling == "visible" else out.mean(dim=1)
-        return pooled.transpose(1, 2), coverage
-    weights = view_weights.detach().to(volumes.dtype)[:, :, None]  # [B, V, 1]
-    summed = (out * weights[:, :, None]).sum(dim=1)
+        summed, seen, total = out.sum(dim=1), coverage, float(V)
+    else:
+        weights = view_weights.detach().to(volumes.dtype)[:, :, None]  # [B, V, 1]
+        summed, seen, total = (out * weights[..., None]).sum(dim=1), (per_view * weights).sum(dim=1), weights.sum(1)
     if pooling == "visible":
-        seen = (per_view * weights).sum(dim=1)
         scale = torch.where(seen > 0, coverage.clamp(max=1) / seen.clamp_min(1e-12), torch.zeros_like(seen))
     else:
-        scale = (1 / weights.sum(dim=1)).expand(-1, n)
+        scale = (1 / total) * torch.ones_like(coverage)
     return (summed * scale[:, None]).transpose(1, 2), coverage

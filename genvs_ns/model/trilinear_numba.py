@@ -59,22 +59,22 @@ def _corners(xyz, D: int, H: int, W: int):  # pragma: no cover - compiled
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _kernel(
-    volumes, coords, features, coverage, scales, view_weights, shape, views, threads, backward, visible, weighted
+    volumes, coords, features, coverage, scales, view_weights, shape, views, threads, backward, visible
 ):  # pragma: no cover - compiled
     """Forward: ``features`` [B, N, C] = the pooled trilinear lookups of ``coords`` [B*V, N, 3] in ``volumes``
     [1, B*V, D*H*W, C]; ``coverage`` [B, N] = the summed weight of the corners inside a volume over the views;
     ``scales`` [B, N] = what the weighted sum was multiplied by. Backward: ``features`` holds their gradient,
     scattered into ``volumes``, which are then zeroed gradients, one per thread [threads, B*V, D*H*W, C] (points of
     different threads may share corners); ``scales`` are the forward's.
-    Pooling (trilinear.py): visible, the sum over views / max(coverage, 1), or with ``view_weights`` [B*V] the
-    weighted sum / the weighted coverage * min(coverage, 1); mean, the sum / views (weighted: / the weights' sum).
+    Pooling (trilinear.py), with ``view_weights`` [B*V] (ones: unweighted): visible, the weighted sum / the weighted
+    coverage * min(coverage, 1), which for equal weights is the sum / max(coverage, 1); mean, the weighted sum / the
+    weights' sum.
 
     Each thread takes a contiguous run of points (ray samples, so neighbours share voxels) and does every view there.
     """
     D, H, W = shape
     C = volumes.shape[3]
     B, N = features.shape[0], features.shape[1]
-    per_view = np.float32(1.0 / views)
     per_thread = (B * N + threads - 1) // threads
     for t in numba.prange(threads):
         vol = volumes[min(np.int64(t), volumes.shape[0] - 1)]  # forward: the one volume set; backward: this thread's
@@ -107,12 +107,10 @@ def _kernel(
                             acc[c] += weight * vol[bv, voxel, c]
             if not backward:
                 coverage[b, n] = seen
-                if visible and weighted:
+                if visible:
                     scale = np.float32(min(seen, 1.0) / seen_weighted) if seen_weighted > 0 else np.float32(0.0)
-                elif visible:
-                    scale = np.float32(1.0 / max(seen, 1.0))
                 else:
-                    scale = np.float32(1.0 / total_weight) if weighted else per_view
+                    scale = np.float32(1.0 / total_weight)
                 scales[b, n] = scale
                 for c in range(C):
                     features[b, n, c] = acc[c] * scale
@@ -135,14 +133,14 @@ class TrilinearPoolCPU(torch.autograd.Function):
         coords = coords.detach().reshape(B * V, -1, 3).contiguous()
         out = vol.new_empty(B, coords.shape[1], C)
         coverage, scales = vol.new_empty(B, coords.shape[1]), vol.new_empty(B, coords.shape[1])
-        weighted = view_weights is not None
-        weights = view_weights.detach().float().reshape(B * V).contiguous() if weighted else vol.new_ones(B * V)
+        weights = vol.new_ones(B * V) if view_weights is None else view_weights.detach().float().reshape(B * V)
+        weights = weights.contiguous()
         arrays = (vol.numpy(), coords.numpy(), out.numpy(), coverage.numpy(), scales.numpy(), weights.numpy())
         with _kernel_lock:
-            _kernel(*arrays, (D, H, W), V, _threads(), False, visible, weighted)
+            _kernel(*arrays, (D, H, W), V, _threads(), False, visible)
         ctx.save_for_backward(coords, scales, weights)
         ctx.volume_shape = (B, V, C, D, H, W)
-        ctx.flags = (visible, weighted)
+        ctx.visible = visible
         ctx.mark_non_differentiable(coverage)
         return out, coverage
 
@@ -158,7 +156,7 @@ class TrilinearPoolCPU(torch.autograd.Function):
         coverage = scales.new_empty(scales.shape)  # not read in the backward
         arrays = (grads.numpy(), coords.numpy(), features, coverage.numpy(), scales.numpy(), weights.numpy())
         with _kernel_lock:
-            _kernel(*arrays, (D, H, W), V, threads, True, *ctx.flags)
+            _kernel(*arrays, (D, H, W), V, threads, True, ctx.visible)
         grad = grads[0]
         for extra in grads[1:]:
             grad += extra

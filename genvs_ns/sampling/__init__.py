@@ -80,8 +80,9 @@ class SamplerSettings:
 TUNED_CPU_SAMPLING = SamplerSettings()
 # EDM's stochastic sampler (Karras et al. 2022, Algorithm 2: Heun steps, noise added back at each step and the noise
 # level it reaches told to the denoiser) for the paper preset: 25 steps (49 denoiser evaluations), churn 0.4 per step
-# as the earlier re-implementation's 250-step Euler used. Nothing has been measured at paper size yet; the ancestral
-# sampler's s_noise 0.5 above tells the denoiser twice the noise it sees, which the tuned CPU default gets away with.
+# as the earlier re-implementation's 250-step Euler used. Not yet measured at paper size; on genvs-tiny's 1600-step
+# checkpoints it scored far below the tuned sampler (LPIPS 0.338 against 0.266, deterministic Heun as badly;
+# docs/experiments.md, issue 23), so compare the two on a paper-size checkpoint before trusting either there.
 EDM_STOCHASTIC_SAMPLING = SamplerSettings(sampler="heun", steps=25, churn=10.0, eta=0.0, s_noise=1.0)
 
 
@@ -115,7 +116,7 @@ class SamplerFlags:
 
     def check(self) -> None:
         """The settings given, checked as complete settings would be (before any model is loaded)."""
-        self.over(SamplerSettings(sigma_min=None, sigma_max=None)).check()
+        self.over(SamplerSettings()).check()
 
 
 def default_sampling(steps: int, defaults: SamplerSettings = TUNED_CPU_SAMPLING) -> SamplerSettings | None:

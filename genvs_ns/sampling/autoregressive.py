@@ -65,8 +65,7 @@ def generate_path(
         names = [f"input{k}" for k in range(len(inputs))]
         views = list(inputs)
         chosen = choose_context(i, target_c2w, policy, picker)
-        weight = policy.generated_weight
-        views += [frames[j] if weight == 1.0 else frames[j].weighted(weight) for j in chosen]
+        views += [frames[j].weighted(policy.generated_weight) for j in chosen]
         names += [f"frame{j}" for j in chosen]
         steps: list[Tensor] = []
 

@@ -11,6 +11,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from genvs_ns import checks
 from genvs_ns.errors import GeNVSError
 
 
@@ -37,8 +38,7 @@ class ContextPolicy:
     input's features win where it sees the point and generated frames fill in where it does not."""
 
     def check(self) -> None:
-        if self.max_earlier < 0:
-            raise GeNVSError(f"--max-earlier-frames must be 0 or more, not {self.max_earlier}")
+        checks.at_least("--max-earlier-frames", self.max_earlier, 0)
         if not 0 < self.generated_weight <= 1:
             raise GeNVSError(f"--generated-frame-weight must be in (0, 1], not {self.generated_weight}")
 

@@ -61,6 +61,13 @@ def _load_state(checkpoint: Path) -> dict:
     return state
 
 
+def model_state(state: dict) -> dict:
+    """The model's weights and buffers in a checkpoint's pipeline state, under the model's own names: DDP training
+    saves them under "_model.module.", single-process training under "_model."."""
+    prefixed = state["pipeline"].items()
+    return {k.removeprefix("_model.").removeprefix("module."): v for k, v in prefixed if k.startswith("_model.")}
+
+
 def locate_data(config, config_path: Path) -> None:
     """A relative ``--data`` is relative to the folder ns-train ran in, which may not be today's working directory:
     that folder is where the run folder's relative path (output_dir/experiment/method/timestamp) starts."""
@@ -123,9 +130,7 @@ def load_model(config_path: Path) -> GeNVSModel:
     scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     model = config.pipeline.model.setup(scene_box=scene_box, num_train_data=0, metadata={}, device=device)
     checkpoint = newest_checkpoint(checkpoint_dir)
-    state = _load_state(checkpoint)["pipeline"]
-    # DDP training saves the model under "_model.module."; single-process training under "_model.".
-    state = {k.removeprefix("_model.").removeprefix("module."): v for k, v in state.items() if k.startswith("_model.")}
+    state = model_state(_load_state(checkpoint))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if set(missing) == {"near_far", "image_size", "world_up"} and not unexpected:
         raise DataError(

@@ -77,7 +77,7 @@ def export_model(config_path: Path, out: Path, eval_results: Path | None = None)
 
     from genvs_ns.evaluation.results import commit_hash
     from genvs_ns.model.denoiser import resolve_config
-    from genvs_ns.scripts.checkpoint import _load_state, check_config, newest_checkpoint
+    from genvs_ns.scripts.checkpoint import _load_state, check_config, model_state, newest_checkpoint
     from genvs_ns.scripts.run_config import read_config
 
     checkpoint_dir = check_config(config_path)
@@ -93,12 +93,12 @@ def export_model(config_path: Path, out: Path, eval_results: Path | None = None)
     config = read_config(config_path)
     checkpoint = newest_checkpoint(checkpoint_dir)
     state = _load_state(checkpoint)
-    pipeline_state = {k.removeprefix("_model.").removeprefix("module."): v for k, v in state["pipeline"].items()}
-    weights = {k: v.contiguous() for k, v in pipeline_state.items() if k.startswith("ema.")}
+    saved_model = model_state(state)
+    weights = {k: v.contiguous() for k, v in saved_model.items() if k.startswith("ema.")}
     for name in ("near_far", "image_size", "world_up"):
-        if name not in pipeline_state:
+        if name not in saved_model:
             raise DataError(checkpoint, "written before genvs-ns saved the camera facts a model folder needs")
-        weights[name] = pipeline_state[name]
+        weights[name] = saved_model[name]
     if not any(k.startswith("ema.") for k in weights):
         raise DataError(checkpoint, "holds no EMA weights")
     pipeline = config.pipeline

@@ -119,7 +119,6 @@ class SampleArgs:
             raise GeNVSError("--trajectory dataset needs a data set object, not --image")
         checks.at_least("--num-frames", self.num_frames, 1)
         self.sampling.check()
-        checks.at_least("--max-earlier-frames", self.max_earlier_frames, 0)
         self.context().check()
         checks.seed("--seed", self.seed)
         checks.between("--fps", self.fps, 1, 240)
