@@ -100,7 +100,11 @@ class GeNVSPipeline(VanillaPipeline):
             # Process-wide, so here at the start of every command that builds a pipeline, before any worker thread.
             apply_cpu_settings(config.model.cpu_reuse_freed_memory, config.model.cpu_flush_denormals)
         self.datamanager = config.datamanager.setup(
-            device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank
+            device=device,
+            test_mode=test_mode,
+            world_size=world_size,
+            local_rank=local_rank,
+            targets_per_object=config.model.joint_views,
         )
         self.datamanager.to(device)
         train = self.datamanager.train_dataset

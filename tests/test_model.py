@@ -117,9 +117,9 @@ def test_noise_draws_denoise_each_render_several_times(toy32, monkeypatch):
     denoiser, seen = model.net.denoiser, {}
     real_loss = denoiser.loss
 
-    def recording_loss(x0, sigma, cond, uncond, aug_cond=None):
+    def recording_loss(x0, sigma, cond, uncond, aug_cond=None, views=1):
         seen.update(x0=x0, sigma=sigma, cond=cond)
-        return real_loss(x0, sigma, cond, uncond, aug_cond)
+        return real_loss(x0, sigma, cond, uncond, aug_cond, views)
 
     monkeypatch.setattr(denoiser, "loss", recording_loss)
     batch, _ = pipeline.datamanager.next_train(0)

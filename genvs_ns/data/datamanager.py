@@ -20,9 +20,9 @@ from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 
 from genvs_ns import checks
 from genvs_ns.data.dataset import SRNDataset
-from genvs_ns.data.prefetch import BatchPlan, ObjectBatch, TrainingBatches, load_batch
+from genvs_ns.data.prefetch import BatchPlan, ObjectBatch, PlanShape, TrainingBatches, load_batch
 from genvs_ns.data.srn_dataparser import SRNDataParserChoice, SRNDataParserConfig
-from genvs_ns.errors import GeNVSError
+from genvs_ns.errors import DataError, GeNVSError
 
 
 @dataclass
@@ -118,9 +118,12 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         test_mode: Literal["test", "val", "inference"] = "val",
         world_size: int = 1,
         local_rank: int = 0,
+        targets_per_object: int = 1,
         **kwargs,
     ):
         config.check()
+        # The model's joint_views: how many target views of each object one training step denoises together.
+        self.targets_per_object = targets_per_object
         # VanillaDataManager.__init__, without its last part: it indexes every training camera twice looking for mixed
         # image sizes (for a collate function object batches do not use), 442k TensorDataclass indexings for a split
         # of SRN cars' shape (2212 objects x 50 views): 340 s of ns-train's start-up on 2 cores.
@@ -160,10 +163,16 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         ds = self.train_dataset
         # Each rank trains on its own objects; objects with too few views for the largest batch are still usable
         # with fewer sources.
-        self.train_objects = [o for o in range(ds.num_objects) if len(ds.object_images[o]) >= 2]
+        self.train_objects = [
+            o for o in range(ds.num_objects) if len(ds.object_images[o]) >= 1 + self.targets_per_object
+        ]
         # The global rank: nerfstudio passes the rank on this machine, which repeats on every machine of a multi-node
         # run.
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else self.local_rank
+        if not self.train_objects:
+            raise DataError(
+                self.config.data, f"no training object has the {1 + self.targets_per_object} views a batch needs"
+            )
         self.train_objects = self.train_objects[rank :: self.world_size] or self.train_objects
         self.rng = np.random.default_rng(self.config.seed + rank)
         self._train_batches: TrainingBatches | None = None  # started at the first step: tools that only render
@@ -185,8 +194,7 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
                 self.train_dataset,
                 self.train_objects,
                 self.rng,
-                self.objects_per_batch,
-                (cfg.min_source_views, cfg.max_source_views),
+                PlanShape(self.objects_per_batch, cfg.min_source_views, cfg.max_source_views, self.targets_per_object),
                 cfg.num_workers,
                 pin_memory=torch.device(self.device).type == "cuda",
             )

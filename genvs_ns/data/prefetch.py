@@ -26,7 +26,8 @@ from genvs_ns.data.dataset import SRNDataset
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """Dataset image indices of one batch: ``sources[b]`` are object b's source views, ``targets[b]`` its target."""
+    """Dataset image indices of one batch: ``sources[b]`` are object b's source views; ``targets`` the objects'
+    targets, object-major (one each, or the same number each for joint training)."""
 
     sources: tuple[tuple[int, ...], ...]
     targets: tuple[int, ...]
@@ -39,11 +40,11 @@ class RawBatch:
     source_images: UInt8[Tensor, "batch views 3 H W"]
     source_c2w: Float[Tensor, "batch views 3 4"]
     source_K: Float[Tensor, "batch views 3 3"]
-    target_image: UInt8[Tensor, "batch 3 H W"]
-    target_c2w: Float[Tensor, "batch 3 4"]
-    target_K: Float[Tensor, "batch 3 3"]
-    object_index: Int[Tensor, " batch"]
-    target_index: Int[Tensor, " batch"]
+    target_image: UInt8[Tensor, "targets 3 H W"]
+    target_c2w: Float[Tensor, "targets 3 4"]
+    target_K: Float[Tensor, "targets 3 3"]
+    object_index: Int[Tensor, " targets"]
+    target_index: Int[Tensor, " targets"]
 
     def pin_memory(self) -> RawBatch:
         # DataLoader(pin_memory=True) calls this on custom batch types.
@@ -59,18 +60,23 @@ class RawBatch:
 
 @dataclass
 class ObjectBatch:
-    """Objects with their source views and one target view each, as the model trains on and evaluates them."""
+    """Objects with their source views and their target views (one each, or the same number each for joint
+    training: object-major, object b's targets are rows b*k .. b*k+k-1), as the model trains on and evaluates them."""
 
     source_images: Float[Tensor, "batch views 3 H W"]
     """Pixels in [0, 1]."""
     source_c2w: Float[Tensor, "batch views 3 4"]
     source_K: Float[Tensor, "batch views 3 3"]
-    target_image: Float[Tensor, "batch 3 H W"]
-    target_c2w: Float[Tensor, "batch 3 4"]
-    target_K: Float[Tensor, "batch 3 3"]
-    object_index: Int[Tensor, " batch"]
-    target_index: Int[Tensor, " batch"]
+    target_image: Float[Tensor, "targets 3 H W"]
+    target_c2w: Float[Tensor, "targets 3 4"]
+    target_K: Float[Tensor, "targets 3 3"]
+    object_index: Int[Tensor, " targets"]
+    target_index: Int[Tensor, " targets"]
     """Dataset image index of each target."""
+
+    @property
+    def targets_per_object(self) -> int:
+        return self.target_image.shape[0] // self.source_images.shape[0]
 
 
 def load_batch(ds: SRNDataset, plan: BatchPlan) -> RawBatch:
@@ -92,20 +98,29 @@ def load_batch(ds: SRNDataset, plan: BatchPlan) -> RawBatch:
     )
 
 
-def draw_plan(
-    ds: SRNDataset, objects: list[int], rng: np.random.Generator, batch: int, min_sources: int, max_sources: int
-) -> BatchPlan:
-    """``batch`` objects drawn with replacement, one source count for the whole batch (bounded by the object with
-    fewest views), distinct views per object."""
-    picked_objects = rng.choice(objects, size=batch, replace=True)
+@dataclass(frozen=True)
+class PlanShape:
+    """What every training batch holds: how many objects, the range of their source-view count, and how many target
+    views each (more than one for joint training)."""
+
+    objects: int
+    min_sources: int
+    max_sources: int
+    targets_per_object: int = 1
+
+
+def draw_plan(ds: SRNDataset, objects: list[int], rng: np.random.Generator, shape: PlanShape) -> BatchPlan:
+    """``shape.objects`` objects drawn with replacement (each with at least ``targets_per_object`` + 1 views), one
+    source count for the whole batch (bounded by the object with fewest views), distinct views per object."""
+    picked_objects = rng.choice(objects, size=shape.objects, replace=True)
     fewest = min(len(ds.object_images[o]) for o in picked_objects)
-    num_sources = int(rng.integers(min_sources, max_sources + 1))
-    num_sources = max(1, min(num_sources, fewest - 1))
+    num_sources = int(rng.integers(shape.min_sources, shape.max_sources + 1))
+    num_sources = max(1, min(num_sources, fewest - shape.targets_per_object))
     sources, targets = [], []
     for obj in picked_objects:
-        views = rng.choice(ds.object_images[obj], size=num_sources + 1, replace=False).tolist()
-        sources.append(tuple(views[:-1]))
-        targets.append(views[-1])
+        views = rng.choice(ds.object_images[obj], size=num_sources + shape.targets_per_object, replace=False).tolist()
+        sources.append(tuple(views[:num_sources]))
+        targets += views[num_sources:]
     return BatchPlan(tuple(sources), tuple(targets))
 
 
@@ -113,10 +128,8 @@ class _Plans(Sampler[BatchPlan]):
     """Endless batch plans; iterated in the training process only (the DataLoader hands each plan to a worker).
     ``pending`` holds the generator state each drawn plan was drawn from, until its batch is consumed."""
 
-    def __init__(
-        self, ds: SRNDataset, objects: list[int], rng: np.random.Generator, batch: int, views: tuple[int, int]
-    ):
-        self.args = (ds, objects, rng, batch, *views)
+    def __init__(self, ds: SRNDataset, objects: list[int], rng: np.random.Generator, shape: PlanShape):
+        self.args = (ds, objects, rng, shape)
         self.rng = rng
         self.pending: deque[dict[str, Any]] = deque()
 
@@ -142,12 +155,11 @@ class TrainingBatches:
         ds: SRNDataset,
         objects: list[int],
         rng: np.random.Generator,
-        batch: int,
-        views: tuple[int, int],
+        shape: PlanShape,
         num_workers: int,
         pin_memory: bool,
     ) -> None:
-        self.plans = _Plans(ds, objects, rng, batch, views)
+        self.plans = _Plans(ds, objects, rng, shape)
         if num_workers == 0:
             self._batches: Iterator[RawBatch] = (load_batch(ds, plan) for plan in self.plans)
             return

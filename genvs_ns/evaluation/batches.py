@@ -15,7 +15,7 @@ from genvs_ns.evaluation.protocol import Item, ObjectViews, image_seed
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
 from genvs_ns.sampling import SamplerSettings
-from genvs_ns.sampling.views import render_views
+from genvs_ns.sampling.views import render_views, sources_as_known
 
 
 @dataclass
@@ -77,9 +77,17 @@ def render_batches(
             torch.Generator(device=device).manual_seed(image_seed(seed, item.obj.index, int(ds.view_index[item.image])))
             for item in items
         ]
+        # Each object's source views, as many as every object of the batch has, for a jointly trained denoiser.
+        shared = min(len(item.obj.sources) for item in items)
+        sources = torch.tensor([list(item.obj.sources)[:shared] for item in items])
+        known = sources_as_known(
+            model, torch.stack([torch.stack([ds.image(int(i)) for i in row]) for row in sources]).to(device),
+            ds.c2w[sources].to(device), ds.K[sources].to(device),
+        ) if sampling is not None and model.config.joint_views > 1 else None  # fmt: skip
         outputs = render_views(
-            model, cond, ds.c2w[images].to(device), ds.K[images].to(device), sampling=sampling, generator=generators
-        )
+            model, cond, ds.c2w[images].to(device), ds.K[images].to(device), sampling=sampling, generator=generators,
+            known=known,
+        )  # fmt: skip
         # Only what is scored leaves the device: depth, accumulation and the feature image stay behind.
         outputs = {k: outputs[k].float().cpu() for k in ("rgb", "sample") if k in outputs}
         yield RenderedBatch(items, outputs, time.perf_counter() - start)

@@ -12,8 +12,10 @@ from zero to the rendered RGB. Unconditional evaluations (classifier-free guidan
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 import k_diffusion as K
 import torch
@@ -70,14 +72,27 @@ class ContiguousSelfAttention2d(K.layers.SelfAttention2d):
     """k-diffusion's ``SelfAttention2d`` with q, k and v made contiguous before ``scaled_dot_product_attention``: its
     ``view(...).transpose(2, 3)`` leaves their last dimension strided, which no fused kernel (flash, memory-efficient)
     accepts, so every call took SDPA's math path (32 calls a paper-size step on an H200). Same weights, same function;
-    dropout only in training (k-diffusion applies it while sampling too)."""
+    dropout only in training (k-diffusion applies it while sampling too).
+
+    With ``views`` > 1 each run of ``views`` consecutive images in the batch is one group, and every token attends to
+    the tokens of all images of its group (joint denoising of several views of one object); the weights are the same,
+    so a model trained one way runs the other."""
+
+    views = 1  # set by ConditionedDenoiser for the duration of one call
 
     def forward(self, input: Tensor, cond: dict) -> Tensor:
         n, c, h, w = input.shape
+        g, heads, d = self.views, self.n_head, c // self.n_head
         qkv = self.qkv_proj(self.norm_in(input, cond))
-        qkv = qkv.view([n, self.n_head * 3, c // self.n_head, h * w]).transpose(2, 3)
-        q, k, v = (t.contiguous() for t in qkv.chunk(3, dim=1))
+        qkv = qkv.view([n, heads * 3, d, h * w]).transpose(2, 3)
+        q, k, v = qkv.chunk(3, dim=1)  # [n, heads, h*w, d]
+        if g > 1:  # [n / g, heads, g*h*w, d]: a group's tokens in one sequence
+            q, k, v = (t.view(n // g, g, heads, h * w, d).transpose(1, 2).reshape(n // g, heads, g * h * w, d)
+                       for t in (q, k, v))  # fmt: skip
+        q, k, v = (t.contiguous() for t in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout.p if self.training else 0.0)
+        if g > 1:
+            y = y.view(n // g, heads, g, h * w, d).transpose(1, 2).reshape(n, heads, h * w, d)
         y = y.transpose(2, 3).contiguous().view([n, c, h, w])
         return input + self.out_proj(y)
 
@@ -125,10 +140,14 @@ class ConditionedDenoiser(nn.Module):
         cond: Float[Tensor, "batch C H W"],
         uncond: Float[Tensor, " batch"],
         aug_cond: Float[Tensor, "batch 9"] | None = None,
+        views: int = 1,
     ) -> Float[Tensor, " batch"]:
+        """k-diffusion's per-image EDM loss; ``views`` > 1: each run of that many images is denoised jointly (one
+        object's target views, which should share their noise level)."""
         noise = torch.randn_like(x0)
         base = self.prior_mean(cond, uncond)
-        return self.denoiser.loss(x0 - base, noise, sigma, **self._kwargs(cond, uncond, aug_cond))
+        with self.attending_across(views, x0.shape[0]):
+            return self.denoiser.loss(x0 - base, noise, sigma, **self._kwargs(cond, uncond, aug_cond))
 
     def forward(
         self,
@@ -136,9 +155,26 @@ class ConditionedDenoiser(nn.Module):
         sigma: Float[Tensor, " batch"],
         cond: Float[Tensor, "batch C H W"],
         uncond: Float[Tensor, " batch"] | None = None,
+        views: int = 1,
     ) -> Float[Tensor, "batch 3 H W"]:
-        """The denoised estimate of x at noise level sigma (k-diffusion's model interface)."""
+        """The denoised estimate of x at noise level sigma (k-diffusion's model interface); ``views`` as in
+        ``loss``."""
         if uncond is None:
             uncond = torch.zeros(x.shape[0], device=x.device)
         base = self.prior_mean(cond, uncond)
-        return base + self.denoiser(x - base, sigma, **self._kwargs(cond, uncond, None))
+        with self.attending_across(views, x.shape[0]):
+            return base + self.denoiser(x - base, sigma, **self._kwargs(cond, uncond, None))
+
+    @contextmanager
+    def attending_across(self, views: int, batch: int) -> Iterator[None]:
+        """The U-Net's attention layers attend across groups of ``views`` consecutive images while inside."""
+        if views < 1 or batch % views:
+            raise ValueError(f"a batch of {batch} images is not a whole number of groups of {views} views")
+        layers = [m for m in self.modules() if isinstance(m, ContiguousSelfAttention2d)]
+        for layer in layers:
+            layer.views = views
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.views = 1

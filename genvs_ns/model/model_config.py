@@ -103,6 +103,11 @@ class GeNVSModelConfig(ModelConfig):
     """Probability that an object's source views other than the first are degraded in a training step (blurred to
     the render's resolution, lightly noised), as the generated frames an autoregressive path conditions on are: the
     field learns to carry imperfect views forward instead of taking every view for the truth."""
+    joint_views: int = 1
+    """Views of one object the U-Net denoises together, its attention layers attending across them (GeNVS's
+    multi-view branch): training draws this many target views per object, sharing one noise level, and an
+    autoregressive path generates each frame beside the joint-views - 1 known views nearest it (the input, earlier
+    frames), re-noised to each step's level. 1: every view alone."""
     augment_prob: float = 0.12
     """Karras augmentation, when the denoiser JSON has "augment_wrapper": true: probability of each transform (flips,
     scale, rotation, anisotropy, translation), applied alike to the target and its feature image."""
@@ -156,7 +161,7 @@ class GeNVSModelConfig(ModelConfig):
 
         for name in (
             "volume_depth", "volume_resolution", "decoder_channels", "field_hidden_dim", "render_downscale",
-            "num_coarse_samples", "aux_num_rays", "noise_draws",
+            "num_coarse_samples", "aux_num_rays", "noise_draws", "joint_views",
         ):  # fmt: skip
             checks.at_least(flag(name), getattr(self, name), 1)
         checks.at_least(flag("volume_channels"), self.volume_channels, 4 if self.rgb_skip else 1)

@@ -144,24 +144,28 @@ class GeNVSNetwork(nn.Module):
     def render_image(
         self,
         cond: Conditioning,
-        c2w: Float[Tensor, "batch 3 4"],
-        K: Float[Tensor, "batch 3 3"],
+        c2w: Float[Tensor, "targets 3 4"],
+        K: Float[Tensor, "targets 3 3"],
         image_hw: tuple[int, int],
         out_hw: tuple[int, int],
         settings: RenderSettings,
         chunk: int = 1 << 14,
     ) -> dict[str, Tensor]:
-        """Feature image ``[batch, L, h, w]``, depth and accumulation ``[batch, 1, h, w]`` at ``out_hw``."""
-        origins, directions = image_rays(c2w, K, image_hw, out_hw)
+        """Feature image ``[targets, L, h, w]``, depth and accumulation ``[targets, 1, h, w]`` at ``out_hw``. The
+        targets are a whole number per conditioned object, object-major (joint training renders several of each)."""
+        B, T, (h, w) = cond.volumes.shape[0], c2w.shape[0], out_hw
+        if T % B:
+            raise ValueError(f"{T} target cameras for {B} conditioned objects")
+        # One object's targets are rays of one batch row: its volumes are looked up once, not copied per target.
+        origins, directions = (t.reshape(B, -1, 3) for t in image_rays(c2w, K, image_hw, out_hw))
         parts = [
             self.render(cond, o, d, settings)
             for o, d in zip(origins.split(chunk, dim=1), directions.split(chunk, dim=1))
         ]
-        B, (h, w) = c2w.shape[0], out_hw
 
         def image(values: list[Tensor]) -> Tensor:
             x = torch.cat(values, dim=1)
-            return (x if x.dim() == 3 else x[..., None]).transpose(1, 2).reshape(B, -1, h, w)
+            return (x if x.dim() == 3 else x[..., None]).reshape(T, h * w, -1).transpose(1, 2).reshape(T, -1, h, w)
 
         return {
             "features": image([p.features for p in parts]),

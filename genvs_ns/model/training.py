@@ -59,11 +59,13 @@ def degrade_sources(
 def training_outputs(
     net: GeNVSNetwork, config: TrainingSettings, batch: ObjectBatch, rs: RenderSettings, autocast: Autocast
 ) -> TrainingOutputs:
-    """One training step's forward pass: the target view's feature image and its denoising loss, source view 0
-    re-rendered on a ray subset (from its own volume and from source 1's), and the ground truth at render size."""
+    """One training step's forward pass: the target views' feature images and their denoising loss (an object's
+    targets denoised jointly where it has several), source view 0 re-rendered on a ray subset (from its own volume
+    and from source 1's), and the ground truth at render size."""
     c = config
     src, tgt = batch.source_images, batch.target_image
     B, V = src.shape[:2]
+    views = batch.targets_per_object
     H, W = tgt.shape[-2:]
     h, w = c.feature_hw((H, W))
     conditioning = degrade_sources(src, c.degraded_source_prob, max(H // h, 2))
@@ -71,7 +73,7 @@ def training_outputs(
         cond = net.encode(conditioning, batch.source_c2w, batch.source_K)
         target = net.render_image(cond, batch.target_c2w, batch.target_K, (H, W), (h, w), rs)
     features = target["features"]
-    diffusion = diffusion_loss(net, c, features, tgt, autocast)
+    diffusion = diffusion_loss(net, c, features, tgt, autocast, views)
 
     # Source view 0 re-rendered on a ray subset from its own volume (and from source 1's, if there is one).
     n = c.aux_num_rays
@@ -94,7 +96,7 @@ def training_outputs(
         diffusion=diffusion,
         target_rgb=area_resize(tgt, (h, w)),
         target_foreground=area_resize(foreground(tgt), (h, w)),
-        closest_approach=-(origins * directions).sum(-1).view(B, 1, h, w),
+        closest_approach=-(origins * directions).sum(-1).view(-1, 1, h, w),
         source=RayRender(own.features[..., :3], own.depth, own.accumulation),
         source_truth=pixels,
         other=RayRender(other.features[..., :3], other.depth, other.accumulation) if other is not None else None,
@@ -107,12 +109,15 @@ def diffusion_loss(
     features: Float[Tensor, "batch L h w"],
     target: Float[Tensor, "batch 3 H W"],
     autocast: Autocast,
+    views: int = 1,
 ) -> Float[Tensor, " batch*draws"]:
-    """EDM denoising loss on the target view, conditioned on the upsampled feature image or (sometimes) on noise;
+    """EDM denoising loss on the target views, conditioned on the upsampled feature images or (sometimes) on noise;
     ``noise_draws`` noise levels and noises per feature image (the encoder and the render are paid once per
-    object)."""
+    object). ``views`` > 1: each run of that many targets (one object's) shares its noise level and conditioning
+    dropout and is denoised jointly, as sampling denoises a new frame beside known views."""
     c, draws = config, config.noise_draws
     B, (H, W) = target.shape[0], target.shape[-2:]
+    groups = B * draws // views
     cond_image, x0, aug_cond = net.upsample(features, (H, W)), to_denoiser_range(target), None
     if net.denoiser.augment:
         # Non-leaking: the U-Net is told which transform moved target and conditioning; sampling uses none.
@@ -120,8 +125,10 @@ def diffusion_loss(
     if draws > 1:
         x0, cond_image = x0.repeat(draws, 1, 1, 1), cond_image.repeat(draws, 1, 1, 1)
         aug_cond = aug_cond.repeat(draws, 1) if aug_cond is not None else None
-    uncond = (torch.rand(B * draws, device=target.device) < c.uncond_prob).float()
+    uncond = (torch.rand(groups, device=target.device) < c.uncond_prob).float()
+    uncond = uncond.repeat_interleave(views) if views > 1 else uncond
     cond_image = torch.where(uncond[:, None, None, None] > 0, torch.randn_like(cond_image), cond_image)
-    sigma = K.utils.rand_log_normal([B * draws], loc=c.noise_mean, scale=c.noise_std, device=target.device)
+    sigma = K.utils.rand_log_normal([groups], loc=c.noise_mean, scale=c.noise_std, device=target.device)
+    sigma = sigma.repeat_interleave(views) if views > 1 else sigma
     with autocast():
-        return net.denoiser.loss(x0, sigma, cond_image, uncond, aug_cond).float()
+        return net.denoiser.loss(x0, sigma, cond_image, uncond, aug_cond, views).float()

@@ -3,7 +3,8 @@
 Each new frame is sampled conditioned on the input view(s), up to ``max_earlier`` earlier generated frames and the
 previous frame (GeNVS's recipe; ``context.py`` chooses them): generated frames become source views of their own, so
 later frames stay consistent with what was already shown. Every view is encoded once; its volume is reused by later
-frames.
+frames. A model trained with ``joint_views`` > 1 also denoises each frame beside the known views nearest it, so that
+the U-Net's attention sees their detail directly, not only the blur of it the feature field carries.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from genvs_ns.model.denoiser import to_pixels
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
 from genvs_ns.sampling import SamplerSettings
-from genvs_ns.sampling.context import ContextPolicy, choose_context
-from genvs_ns.sampling.views import render_views
+from genvs_ns.sampling.context import ContextPolicy, choose_context, nearest_known
+from genvs_ns.sampling.views import KnownFrames, render_views
 
 
 @dataclass
@@ -58,6 +59,7 @@ def generate_path(
         return model.encode(image[None, None].to(device), c2w[None, None].to(device), K[None, None].to(device))
 
     inputs = [encode(img, c, k) for img, c, k in zip(input_images, input_c2w, input_K)]
+    joint = model.config.joint_views - 1 if policy.joint else 0
     frames: list[Conditioning] = []
     result = GeneratedPath(samples=torch.empty(0), nerf_rgb=torch.empty(0), context=[])
     samples, nerf, depth, accumulation = [], [], [], []
@@ -75,6 +77,16 @@ def generate_path(
             if on_step is not None:
                 on_step(info)
 
+        known = None
+        if joint > 0:
+            # The known views nearest the new frame, denoised beside it (the input, earlier frames).
+            picks = nearest_known(i, target_c2w, input_c2w, joint, policy)
+            images = torch.cat([input_images.cpu(), *(s[None] for s in samples)])
+            cameras = torch.cat([input_c2w.cpu(), target_c2w[:i].cpu()]), torch.cat([input_K.cpu(), target_K[:i].cpu()])
+            known = KnownFrames(
+                images[picks][None].to(device), cameras[0][picks][None].to(device), cameras[1][picks][None].to(device)
+            )
+            names += [f"beside:input{j}" if j < len(inputs) else f"beside:frame{j - len(inputs)}" for j in picks]
         out = render_views(
             model,
             Conditioning.cat(views),
@@ -83,6 +95,7 @@ def generate_path(
             sampling=settings,
             generator=generator,
             callback=callback,
+            known=known,
         )
         frame = out["sample"][0]
         samples.append(frame.cpu())

@@ -24,7 +24,7 @@ from genvs_ns.geometry import intrinsics_matrix
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
 from genvs_ns.sampling import DEFAULT_STEPS, TUNED_CPU_SAMPLING, SamplerSettings, default_sampling
-from genvs_ns.sampling.views import render_views
+from genvs_ns.sampling.views import render_views, sources_as_known
 
 
 @dataclass
@@ -149,12 +149,18 @@ class CameraRenders(nn.Module):
     def render(self, camera: Cameras) -> Dict[str, Tensor]:
         """``[H, W, C]`` outputs for one camera: rgb, depth, accumulation and, when switched on, sample."""
         model = self._model
-        cond = self.conditioning_for_image(*self._camera_source(camera))
+        split, index = self._camera_source(camera)
+        cond = self.conditioning_for_image(split, index)
         camera = camera.to(model.device)
         c2w = camera.camera_to_worlds.reshape(1, 3, 4)
         K = intrinsics_matrix(*(x.reshape(1) for x in (camera.fx, camera.fy, camera.cx, camera.cy)))
         hw = (int(camera.height.flatten()[0]), int(camera.width.flatten()[0]))
         generator = torch.Generator(device=model.device).manual_seed(self.config.seed)
         sampling = default_sampling(self.config.sample_steps, self.sampling) if self.viewer_sample.value else None
-        out = render_views(model, cond, c2w, K, target_hw=hw, sampling=sampling, generator=generator)
+        ds = self._datasets[split]
+        known = sources_as_known(
+            model, ds.image(index)[None, None].to(model.device), ds.c2w[index][None, None].to(model.device),
+            ds.K[index][None, None].to(model.device),
+        ) if sampling is not None else None  # fmt: skip
+        out = render_views(model, cond, c2w, K, target_hw=hw, sampling=sampling, generator=generator, known=known)
         return {k: v[0].permute(1, 2, 0) for k, v in out.items() if k != "features"}

@@ -33,6 +33,9 @@ class ContextPolicy:
     # sampled on the input alone); at 0.1 they are no worse (0.276, PSNR +0.16 dB; unseen kinds 0.285 against 0.288)
     # and the NeRF RGB conditioned on generated frames is as good as on the input alone (LPIPS 0.313 / 0.313; 0.25:
     # 0.321; 0.03: like 0.1).
+    joint: bool = True
+    """With a model trained with joint-views > 1: denoise each frame beside the known views nearest it (the input(s),
+    and earlier frames when autoregressive), as it was trained. False: every frame alone."""
     generated_weight: float = 0.1
     """How much a generated frame counts against an input view where both see a point (1: alike): below 1 the
     input's features win where it sees the point and generated frames fill in where it does not."""
@@ -58,7 +61,27 @@ def choose_context(
     if policy.earlier == "random":
         chosen = picker.sample(earlier, k)
     else:
-        positions = c2w[:, :, 3] / c2w[:, :, 3].norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        positions = _directions(c2w)
         closeness = positions[earlier] @ positions[frame]
         chosen = [earlier[i] for i in torch.argsort(-closeness, stable=True)[:k].tolist()]
     return sorted(chosen) + previous
+
+
+def _directions(c2w: Float[Tensor, "n 3 4"]) -> Float[Tensor, "n 3"]:
+    """Unit vectors from the object's centre (the origin) to each camera."""
+    return c2w[:, :, 3] / c2w[:, :, 3].norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
+def nearest_known(
+    frame: int,
+    c2w: Float[Tensor, "frames 3 4"],
+    input_c2w: Float[Tensor, "inputs 3 4"],
+    count: int,
+    policy: ContextPolicy,
+) -> list[int]:
+    """The ``count`` known views whose cameras are nearest frame ``frame``'s (by the angle seen from the object's
+    centre), for joint denoising: indices into the inputs followed by the frames before ``frame`` (those only when
+    the policy is autoregressive); fewer where fewer are known."""
+    known = torch.cat([input_c2w.to(c2w), c2w[:frame] if policy.autoregressive else c2w[:0]])
+    closeness = _directions(known) @ _directions(c2w[frame : frame + 1])[0]
+    return torch.argsort(-closeness, stable=True)[:count].tolist()

@@ -7,6 +7,7 @@ Everything speaks k-diffusion's sampler API, ``sampler(model, x, sigmas, extra_a
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import k_diffusion as K
@@ -15,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from genvs_ns.errors import GeNVSError
-from genvs_ns.model.denoiser import ConditionedDenoiser, to_pixels
+from genvs_ns.model.denoiser import ConditionedDenoiser, to_denoiser_range, to_pixels
 from genvs_ns.sampling import SamplerSettings
 
 
@@ -42,7 +43,7 @@ class GuidedDenoiser(nn.Module):
     and the unconditional flag set. ``guidance_scale`` 1 is plain conditional sampling, 0 unconditional.
     """
 
-    def __init__(self, denoiser: ConditionedDenoiser, guidance_scale: float = 1.0) -> None:
+    def __init__(self, denoiser: ConditionedDenoiser | JointDenoiser, guidance_scale: float = 1.0) -> None:
         super().__init__()
         self.denoiser = denoiser
         self.guidance_scale = guidance_scale
@@ -61,6 +62,50 @@ class GuidedDenoiser(nn.Module):
 
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+@dataclass
+class KnownViews:
+    """Views already known (an input view, earlier generated frames) that a joint denoiser (trained with
+    ``joint_views`` > 1) denoises beside each new view: its attention layers attend across them."""
+
+    images: Float[Tensor, "batch known 3 H W"]
+    """Pixels in [0, 1]."""
+    cond: Float[Tensor, "batch known C H W"]
+    """Their upsampled feature images, rendered from the same conditioning as the new view's."""
+
+
+class JointDenoiser(nn.Module):
+    """k-diffusion model interface for new views denoised jointly with known ones: at every call the known views are
+    noised afresh to the current level (the noise the new view is at) and the U-Net sees each new view and its known
+    views as one group, as in training, where one object's target views share a noise level. Only the new views'
+    estimates are returned; unconditional rows (classifier-free guidance) have their known views' features replaced by
+    noise too."""
+
+    def __init__(self, denoiser: ConditionedDenoiser, known: KnownViews, generator: Generators) -> None:
+        super().__init__()
+        self.denoiser, self.generator = denoiser, generator
+        self.known_x0, self.known_cond = to_denoiser_range(known.images), known.cond
+
+    def prior_mean(self, cond: Tensor, uncond: Tensor) -> Tensor | float:
+        return self.denoiser.prior_mean(cond, uncond)
+
+    def forward(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor) -> Tensor:
+        B, J = self.known_x0.shape[:2]
+        reps, views = x.shape[0] // B, J + 1  # guidance evaluates conditional and unconditional rows together
+        noise = torch.cat([randn(tuple(self.known_x0.shape), self.generator, x.device) for _ in range(reps)])
+        known = self.known_x0.repeat(reps, 1, 1, 1, 1) + noise * sigma[:, None, None, None, None]
+        known_cond = self.known_cond.repeat(reps, 1, 1, 1, 1)
+        drop = uncond[:, None, None, None, None] > 0
+        known_cond = torch.where(drop, torch.randn_like(known_cond), known_cond)
+        out = self.denoiser(
+            torch.cat([x[:, None], known.to(x.dtype)], 1).flatten(0, 1),
+            sigma.repeat_interleave(views),
+            torch.cat([cond[:, None], known_cond.to(cond.dtype)], 1).flatten(0, 1),
+            uncond.repeat_interleave(views),
+            views=views,
+        )
+        return out.view(-1, views, *out.shape[1:])[:, 0]
 
 
 def randn(shape: tuple[int, ...], generator: Generators, device: torch.device | str) -> Tensor:
@@ -82,8 +127,10 @@ def sample(
     callback: Callable | None = None,
     disable: bool = True,
     rho: float = 7.0,
+    known: KnownViews | None = None,
 ) -> Float[Tensor, "batch 3 H W"]:
-    """Images in [0, 1] from the denoiser conditioned on upsampled feature images ``cond``.
+    """Images in [0, 1] from the denoiser conditioned on upsampled feature images ``cond`` (and denoised jointly
+    with ``known`` views, for a denoiser trained on several views at once).
 
     The noise of the start and of stochastic steps comes from ``generator`` (one, or one per image), so a seed fixes
     the result. Exception: euler / heun / dpm_2 with churn draw their noise batch-wide from torch's global generator,
@@ -120,7 +167,7 @@ def sample(
         # The draw stays on the generator's device: a CUDA generator cannot drive a CPU randint.
         first = generator[0] if isinstance(generator, (list, tuple)) else generator
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=first, device=first.device)))
-    model = GuidedDenoiser(denoiser, s.guidance_scale)
+    model = GuidedDenoiser(denoiser if known is None else JointDenoiser(denoiser, known, generator), s.guidance_scale)
     extra_args = {"cond": cond, "uncond_cond": uncond_cond}
     x0 = fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **kwargs)
     return to_pixels(x0)

@@ -6,6 +6,7 @@ model's encode / render / render_features and the denoiser.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict
 
 import torch
@@ -17,7 +18,17 @@ from genvs_ns.data.prefetch import ObjectBatch
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
 from genvs_ns.sampling import SamplerSettings
-from genvs_ns.sampling.diffusion import Generators, sample
+from genvs_ns.sampling.diffusion import Generators, KnownViews, sample
+
+
+@dataclass
+class KnownFrames:
+    """Frames already known (input views, earlier generated frames) at the source image size, per target view."""
+
+    images: Float[Tensor, "batch known 3 H W"]
+    """Pixels in [0, 1]."""
+    c2w: Float[Tensor, "batch known 3 4"]
+    K: Float[Tensor, "batch known 3 3"]
 
 
 @torch.no_grad()
@@ -31,17 +42,27 @@ def render_views(
     generator: Generators = None,
     callback: Callable | None = None,
     use_ema: bool = True,
+    known: KnownFrames | None = None,
 ) -> Dict[str, Tensor]:
     """``rgb``, ``depth`` and ``accumulation`` at ``target_hw`` (default: the source image size; ``target_K`` in its
     pixels); with ``sampling`` also ``sample`` and the denoiser's conditioning ``features`` (at its lower resolution).
-    The denoiser always works at the source image size; its sample is resized to ``target_hw`` where that differs."""
+    The denoiser always works at the source image size; its sample is resized to ``target_hw`` where that differs.
+    With ``known`` frames (a denoiser trained with joint_views > 1) each sample is denoised beside them."""
     out = model.render(cond, target_c2w, target_K, target_hw, use_ema)
     if sampling is not None:
         H, W = cond.image_hw
         net = model.network(use_ema)
         features = model.render_features(cond, target_c2w, target_K, target_hw, use_ema)
+        joint = None
+        if known is not None:
+            B, J = known.images.shape[:2]
+            # The known frames' features, rendered from the same conditioning as the new view's, at the denoiser's size.
+            rendered = model.render_features(cond, known.c2w.flatten(0, 1), known.K.flatten(0, 1), (H, W), use_ema)
+            upsampled = net.upsample(rendered, (H, W))
+            joint = KnownViews(known.images, upsampled.view(B, J, *upsampled.shape[1:]))
         with model.autocast():
-            image = sample(net.denoiser, net.upsample(features, (H, W)), sampling, generator, callback).float()
+            cond_image = net.upsample(features, (H, W))
+            image = sample(net.denoiser, cond_image, sampling, generator, callback, known=joint).float()
         if tuple(target_hw or (H, W)) != (H, W):
             image = F.interpolate(image, size=target_hw, mode="bilinear", align_corners=False)
         out["sample"], out["features"] = image, features
@@ -56,6 +77,20 @@ def render_pairs(
     generator: torch.Generator | None = None,
     callback: Callable | None = None,
 ) -> Dict[str, Tensor]:
-    """``render_views`` for a batch of evaluation pairs (the datamanager's ``eval_batch``), EMA weights."""
+    """``render_views`` for a batch of evaluation pairs (the datamanager's ``eval_batch``), EMA weights; a model
+    trained with joint_views > 1 denoises each target beside (up to joint_views - 1 of) its source views."""
     cond = model.encode(batch.source_images, batch.source_c2w, batch.source_K)
-    return render_views(model, cond, batch.target_c2w, batch.target_K, None, sampling, generator, callback)
+    known = sources_as_known(model, batch.source_images, batch.source_c2w, batch.source_K)
+    return render_views(model, cond, batch.target_c2w, batch.target_K, None, sampling, generator, callback, known=known)
+
+
+def sources_as_known(
+    model: GeNVSModel,
+    images: Float[Tensor, "batch views 3 H W"],
+    c2w: Float[Tensor, "batch views 3 4"],
+    K: Float[Tensor, "batch views 3 3"],
+) -> KnownFrames | None:
+    """The source views a sample is denoised beside: the first joint_views - 1 of them for a model trained jointly
+    (None for one trained on single views)."""
+    joint = model.config.joint_views - 1
+    return KnownFrames(images[:, :joint], c2w[:, :joint], K[:, :joint]) if joint > 0 else None
