@@ -190,3 +190,32 @@ def test_joint_training_needs_objects_with_enough_views(tmp_path):
         assert str(exc).endswith("no training object has the 3 views a batch needs") and "srn" in str(exc)
     else:
         raise AssertionError("objects with 2 views were accepted for 2 targets and a source each")
+
+
+def test_evaluation_batches_denoise_each_target_beside_its_source_view(toy32, monkeypatch):
+    """genvs-eval's renderer hands a jointly trained model each item's source view as its known view."""
+    from genvs_ns.evaluation import batches as batches_module
+    from genvs_ns.evaluation.protocol import Item, ObjectViews
+
+    torch.manual_seed(0)
+    config = tiny_trainer_config(toy32)
+    config.pipeline.model.joint_views = 2
+    pipeline = config.pipeline.setup(device="cpu", test_mode="inference")
+    ds = pipeline.datamanager.eval_dataset
+    views = ds.object_images[0]
+    obj = ObjectViews(0, "x", (views[0],), tuple(views[1:3]))
+    seen = []
+    real = batches_module.render_views
+
+    def recording(model, cond, c2w, K, **kwargs):
+        seen.append((c2w, kwargs["known"]))
+        return real(model, cond, c2w, K, **kwargs)
+
+    monkeypatch.setattr(batches_module, "render_views", recording)
+    items = [Item(obj, views[1]), Item(obj, views[2])]
+    (rendered,) = batches_module.render_batches(pipeline.model, ds, [items], SamplerSettings(steps=2), seed=0)
+    assert rendered.outputs["sample"].shape == (2, 3, 32, 32)
+    ((c2w, known),) = seen
+    torch.testing.assert_close(c2w, ds.c2w[[views[1], views[2]]])  # the targets, not the known views
+    torch.testing.assert_close(known.images[:, 0], torch.stack([ds.image(views[0])] * 2))
+    torch.testing.assert_close(known.c2w[:, 0], ds.c2w[[views[0], views[0]]])

@@ -15,7 +15,7 @@ from genvs_ns.evaluation.protocol import Item, ObjectViews, image_seed
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
 from genvs_ns.sampling import SamplerSettings
-from genvs_ns.sampling.views import render_views, sources_as_known
+from genvs_ns.sampling.views import known_per_sample, render_views, sources_as_known
 
 
 @dataclass
@@ -77,13 +77,14 @@ def render_batches(
             torch.Generator(device=device).manual_seed(image_seed(seed, item.obj.index, int(ds.view_index[item.image])))
             for item in items
         ]
-        # Each object's source views, as many as every object of the batch has, for a jointly trained denoiser.
-        shared = min(len(item.obj.sources) for item in items)
-        sources = torch.tensor([list(item.obj.sources)[:shared] for item in items])
-        known = sources_as_known(
-            model, torch.stack([torch.stack([ds.image(int(i)) for i in row]) for row in sources]).to(device),
-            ds.c2w[sources].to(device), ds.K[sources].to(device),
-        ) if sampling is not None and model.config.joint_views > 1 else None  # fmt: skip
+        # A jointly trained denoiser's known views: each object's first source views, as many as it needs and every
+        # object of the batch has.
+        count = min([known_per_sample(model)] + [len(item.obj.sources) for item in items])
+        known = None
+        if sampling is not None and count > 0:
+            sources = torch.tensor([list(item.obj.sources)[:count] for item in items])
+            pixels = torch.stack([torch.stack([ds.image(int(i)) for i in row]) for row in sources]).to(device)
+            known = sources_as_known(model, pixels, ds.c2w[sources].to(device), ds.K[sources].to(device))
         outputs = render_views(
             model, cond, ds.c2w[images].to(device), ds.K[images].to(device), sampling=sampling, generator=generators,
             known=known,

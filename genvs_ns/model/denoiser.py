@@ -170,6 +170,9 @@ class ConditionedDenoiser(nn.Module):
         """The U-Net's attention layers attend across groups of ``views`` consecutive images while inside."""
         if views < 1 or batch % views:
             raise ValueError(f"a batch of {batch} images is not a whole number of groups of {views} views")
+        if views == 1:  # the layers' own setting: nothing to walk on every U-Net call
+            yield
+            return
         layers = [m for m in self.modules() if isinstance(m, ContiguousSelfAttention2d)]
         for layer in layers:
             layer.views = views

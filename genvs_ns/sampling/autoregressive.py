@@ -22,7 +22,7 @@ from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
 from genvs_ns.sampling import SamplerSettings
 from genvs_ns.sampling.context import ContextPolicy, choose_context, nearest_known
-from genvs_ns.sampling.views import KnownFrames, render_views
+from genvs_ns.sampling.views import KnownFrames, known_per_sample, render_views
 
 
 @dataclass
@@ -59,7 +59,9 @@ def generate_path(
         return model.encode(image[None, None].to(device), c2w[None, None].to(device), K[None, None].to(device))
 
     inputs = [encode(img, c, k) for img, c, k in zip(input_images, input_c2w, input_K)]
-    joint = model.config.joint_views - 1 if policy.joint else 0
+    joint = known_per_sample(model) if policy.joint else 0
+    # Views a frame can be denoised beside: the inputs, then each generated frame as it comes (image, c2w, K).
+    known_pool = [(img.cpu(), c.cpu(), k.cpu()) for img, c, k in zip(input_images, input_c2w, input_K)]
     frames: list[Conditioning] = []
     result = GeneratedPath(samples=torch.empty(0), nerf_rgb=torch.empty(0), context=[])
     samples, nerf, depth, accumulation = [], [], [], []
@@ -81,11 +83,7 @@ def generate_path(
         if joint > 0:
             # The known views nearest the new frame, denoised beside it (the input, earlier frames).
             picks = nearest_known(i, target_c2w, input_c2w, joint, policy)
-            images = torch.cat([input_images.cpu(), *(s[None] for s in samples)])
-            cameras = torch.cat([input_c2w.cpu(), target_c2w[:i].cpu()]), torch.cat([input_K.cpu(), target_K[:i].cpu()])
-            known = KnownFrames(
-                images[picks][None].to(device), cameras[0][picks][None].to(device), cameras[1][picks][None].to(device)
-            )
+            known = KnownFrames(*(torch.stack(part)[None].to(device) for part in zip(*(known_pool[j] for j in picks))))
             names += [f"beside:input{j}" if j < len(inputs) else f"beside:frame{j - len(inputs)}" for j in picks]
         out = render_views(
             model,
@@ -99,6 +97,7 @@ def generate_path(
         )
         frame = out["sample"][0]
         samples.append(frame.cpu())
+        known_pool.append((samples[-1], target_c2w[i].cpu(), target_K[i].cpu()))
         nerf.append(out["rgb"][0].cpu())
         depth.append(out["depth"][0, 0].float().cpu())
         accumulation.append(out["accumulation"][0, 0].float().cpu())

@@ -24,7 +24,7 @@ from genvs_ns.geometry import intrinsics_matrix
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
 from genvs_ns.sampling import DEFAULT_STEPS, TUNED_CPU_SAMPLING, SamplerSettings, default_sampling
-from genvs_ns.sampling.views import render_views, sources_as_known
+from genvs_ns.sampling.views import known_per_sample, render_views, sources_as_known
 
 
 @dataclass
@@ -157,10 +157,14 @@ class CameraRenders(nn.Module):
         hw = (int(camera.height.flatten()[0]), int(camera.width.flatten()[0]))
         generator = torch.Generator(device=model.device).manual_seed(self.config.seed)
         sampling = default_sampling(self.config.sample_steps, self.sampling) if self.viewer_sample.value else None
-        ds = self._datasets[split]
-        known = sources_as_known(
-            model, ds.image(index)[None, None].to(model.device), ds.c2w[index][None, None].to(model.device),
-            ds.K[index][None, None].to(model.device),
-        ) if sampling is not None else None  # fmt: skip
+        known = None
+        if sampling is not None and known_per_sample(model) > 0:  # the source view, for a jointly trained denoiser
+            ds, device = self._datasets[split], model.device
+            known = sources_as_known(
+                model,
+                ds.image(index)[None, None].to(device),
+                ds.c2w[index][None, None].to(device),
+                ds.K[index][None, None].to(device),
+            )
         out = render_views(model, cond, c2w, K, target_hw=hw, sampling=sampling, generator=generator, known=known)
         return {k: v[0].permute(1, 2, 0) for k, v in out.items() if k != "features"}

@@ -28,14 +28,14 @@ class ContextPolicy:
     earlier: Literal["random", "nearest"] = "random"
     """How the earlier frames are chosen: at random (GeNVS's recipe), or those whose cameras are nearest the new
     frame's (by the angle between camera positions seen from the object's centre)."""
+    joint: bool = True
+    """With a model trained with joint-views > 1: denoise each frame beside the known views nearest it (the input(s),
+    and earlier frames when autoregressive), as it was trained. False: every frame alone."""
     # Why 0.1 (demo budget, 3 training seeds x 4 cars x 23 frames; docs/experiments.md, issue 23): at 1, pooling the
     # input with up to 5 generated frames cost the paths quality (last-third LPIPS 0.294 against 0.278 for frames
     # sampled on the input alone); at 0.1 they are no worse (0.276, PSNR +0.16 dB; unseen kinds 0.285 against 0.288)
     # and the NeRF RGB conditioned on generated frames is as good as on the input alone (LPIPS 0.313 / 0.313; 0.25:
     # 0.321; 0.03: like 0.1).
-    joint: bool = True
-    """With a model trained with joint-views > 1: denoise each frame beside the known views nearest it (the input(s),
-    and earlier frames when autoregressive), as it was trained. False: every frame alone."""
     generated_weight: float = 0.1
     """How much a generated frame counts against an input view where both see a point (1: alike): below 1 the
     input's features win where it sees the point and generated frames fill in where it does not."""

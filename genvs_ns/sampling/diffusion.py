@@ -87,9 +87,6 @@ class JointDenoiser(nn.Module):
         self.denoiser, self.generator = denoiser, generator
         self.known_x0, self.known_cond = to_denoiser_range(known.images), known.cond
 
-    def prior_mean(self, cond: Tensor, uncond: Tensor) -> Tensor | float:
-        return self.denoiser.prior_mean(cond, uncond)
-
     def forward(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor) -> Tensor:
         B, J = self.known_x0.shape[:2]
         reps, views = x.shape[0] // B, J + 1  # guidance evaluates conditional and unconditional rows together

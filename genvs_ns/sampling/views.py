@@ -92,5 +92,10 @@ def sources_as_known(
 ) -> KnownFrames | None:
     """The source views a sample is denoised beside: the first joint_views - 1 of them for a model trained jointly
     (None for one trained on single views)."""
-    joint = model.config.joint_views - 1
+    joint = known_per_sample(model)
     return KnownFrames(images[:, :joint], c2w[:, :joint], K[:, :joint]) if joint > 0 else None
+
+
+def known_per_sample(model: GeNVSModel) -> int:
+    """How many known views each sample is denoised beside: joint_views - 1 (0: every sample alone)."""
+    return model.config.joint_views - 1
