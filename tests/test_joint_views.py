@@ -16,6 +16,14 @@ from genvs_ns.sampling.context import ContextPolicy, nearest_known
 from genvs_ns.sampling.diffusion import JointDenoiser, KnownViews
 
 
+def _joint_pipeline(data, test_mode: str):
+    """genvs-tiny, shrunk, trained on 2 target views per object."""
+    torch.manual_seed(0)
+    config = tiny_trainer_config(data)
+    config.pipeline.model.joint_views = 2
+    return config.pipeline.setup(device="cpu", test_mode=test_mode)
+
+
 def _attention_layer() -> ContiguousSelfAttention2d:
     torch.manual_seed(0)
     den = ConditionedDenoiser("denoiser_tiny.json", 16)
@@ -76,10 +84,7 @@ def test_several_targets_of_one_object_render_as_each_alone(toy32):
 
 
 def test_joint_training_draws_targets_of_one_object_sharing_a_noise_level(toy32, monkeypatch):
-    torch.manual_seed(0)
-    config = tiny_trainer_config(toy32)
-    config.pipeline.model.joint_views = 2
-    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    pipeline = _joint_pipeline(toy32, "val")
     calls = []
     loss = ConditionedDenoiser.loss
 
@@ -154,10 +159,7 @@ def test_the_known_views_nearest_a_frame_come_from_the_inputs_and_earlier_frames
 def test_a_jointly_trained_model_generates_a_path_beside_known_views(toy32):
     from genvs_ns.sampling.autoregressive import generate_path
 
-    torch.manual_seed(0)
-    config = tiny_trainer_config(toy32)
-    config.pipeline.model.joint_views = 2
-    pipeline = config.pipeline.setup(device="cpu", test_mode="inference")
+    pipeline = _joint_pipeline(toy32, "inference")
     ds = pipeline.datamanager.eval_dataset
     views = ds.object_images[0]
     images = torch.stack([ds.image(v) for v in views])
@@ -197,10 +199,7 @@ def test_evaluation_batches_denoise_each_target_beside_its_source_view(toy32, mo
     from genvs_ns.evaluation import batches as batches_module
     from genvs_ns.evaluation.protocol import Item, ObjectViews
 
-    torch.manual_seed(0)
-    config = tiny_trainer_config(toy32)
-    config.pipeline.model.joint_views = 2
-    pipeline = config.pipeline.setup(device="cpu", test_mode="inference")
+    pipeline = _joint_pipeline(toy32, "inference")
     ds = pipeline.datamanager.eval_dataset
     views = ds.object_images[0]
     obj = ObjectViews(0, "x", (views[0],), tuple(views[1:3]))
