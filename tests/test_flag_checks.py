@@ -62,6 +62,10 @@ TRAIN = [
     (["--pipeline.model.render-downscale", "0"], "--pipeline.model.render-downscale must be at least 1"),
     (["--pipeline.model.noise-draws", "0"], "--pipeline.model.noise-draws must be at least 1"),
     (["--pipeline.model.joint-views", "0"], "--pipeline.model.joint-views must be at least 1"),
+    (
+        ["--pipeline.model.warp-known-view", "--pipeline.model.joint-views", "2"],
+        "--pipeline.model.warp-known-view needs --pipeline.model.joint-views 1",
+    ),
     (["--pipeline.model.noise-std", "0"], "--pipeline.model.noise-std must be a finite number greater than 0"),
     (["--pipeline.model.noise-mean", "inf"], "--pipeline.model.noise-mean must be a finite number"),
     (["--pipeline.model.uncond-prob", "1.5"], "--pipeline.model.uncond-prob must be between 0 and 1"),

@@ -21,6 +21,7 @@ def _joint_pipeline(data, test_mode: str):
     torch.manual_seed(0)
     config = tiny_trainer_config(data)
     config.pipeline.model.joint_views = 2
+    config.pipeline.model.warp_known_view, config.pipeline.model.residual_base = False, "render"  # not with joint views
     return config.pipeline.setup(device="cpu", test_mode=test_mode)
 
 
@@ -150,10 +151,12 @@ def test_known_views_are_noised_to_the_current_level_and_only_new_views_come_bac
 def test_the_known_views_nearest_a_frame_come_from_the_inputs_and_earlier_frames():
     inputs = _cameras([0.0])
     frames = _cameras([20.0, 40.0, 60.0, 55.0])
-    assert nearest_known(0, frames, inputs, 1, ContextPolicy()) == [0]  # only the input is known
-    assert nearest_known(3, frames, inputs, 2, ContextPolicy()) == [3, 2]  # frames 2 and 1 (inputs come first)
-    assert nearest_known(3, frames, inputs, 2, ContextPolicy(autoregressive=False)) == [0]
-    assert nearest_known(3, frames, inputs, 5, ContextPolicy()) == [3, 2, 1, 0]
+    nearest = ContextPolicy(known="nearest")
+    assert nearest_known(0, frames, inputs, 1, nearest) == [0]  # only the input is known
+    assert nearest_known(3, frames, inputs, 2, nearest) == [3, 2]  # frames 2 and 1 (inputs come first)
+    assert nearest_known(3, frames, inputs, 2, ContextPolicy(autoregressive=False, known="nearest")) == [0]
+    assert nearest_known(3, frames, inputs, 5, nearest) == [3, 2, 1, 0]
+    assert nearest_known(3, frames, inputs, 5, ContextPolicy()) == [0]  # the default: the inputs only
 
 
 def test_a_jointly_trained_model_generates_a_path_beside_known_views(toy32):

@@ -100,10 +100,23 @@ class ContiguousSelfAttention2d(K.layers.SelfAttention2d):
 class ConditionedDenoiser(nn.Module):
     """``Denoiser(ImageDenoiserModelV1)`` with GeNVS's conditioning; images in [-1, 1]."""
 
-    def __init__(self, config_name: str | Path, cond_channels: int, residual: bool = False) -> None:
+    def __init__(
+        self,
+        config_name: str | Path,
+        cond_channels: int,
+        residual: bool = False,
+        extra_channels: int = 0,
+        warp_base: bool = False,
+    ) -> None:
+        """``cond_channels``: the rendered features' (the JSON's unet_cond_dim); ``extra_channels`` more follow them
+        in ``unet_cond`` (a warped known view, warp.py), added to the U-Net's input here, not written in the JSON.
+        ``warp_base``: with ``residual``, the estimate is added to the warped known view where it sees the surface
+        and to the rendered RGB elsewhere (the extra channels are warp.py's RGB times mask, then the mask)."""
         super().__init__()
         self.config = load_denoiser_config(config_name, cond_channels)
+        self.config["model"]["unet_cond_dim"] += extra_channels
         self.residual = residual
+        self.warp_at = cond_channels if warp_base else None
         self.augment = bool(self.config["model"]["augment_wrapper"])
         self.sigma_data = float(self.config["model"]["sigma_data"])
         self.sigma_min = float(self.config["model"].get("sigma_min", 0.002))
@@ -126,11 +139,17 @@ class ConditionedDenoiser(nn.Module):
     ) -> Float[Tensor, "batch 3 H W"] | float:
         """What the U-Net's output is added to, and where sampling starts before the noise: the rendered RGB in
         [-1, 1] (zero for unconditional evaluations and without ``residual``). Started from pure noise at a moderate
-        sigma_max instead, the render's offset (up to 2 in these units) would be a shift never seen in training."""
+        sigma_max instead, the render's offset (up to 2 in these units) would be a shift never seen in training. With
+        ``warp_base`` the warped known view takes the render's place where it sees the surface."""
         if not self.residual:
             return 0.0
         # A fixed shift, not a path for gradients: the renderer learns through unet_cond and its own RGB losses.
-        rgb = to_denoiser_range(cond[:, :3].detach())
+        rgb = cond[:, :3].detach()
+        if self.warp_at is not None:
+            w = self.warp_at
+            warped, mask = cond[:, w : w + 3].detach(), cond[:, w + 3 : w + 4].detach()
+            rgb = warped + (1 - mask) * rgb
+        rgb = to_denoiser_range(rgb)
         return rgb * (1 - uncond.to(rgb.dtype))[:, None, None, None]
 
     def loss(

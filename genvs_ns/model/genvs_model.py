@@ -189,6 +189,32 @@ class GeNVSModel(Model):
             cond, target_c2w, target_K, target_hw, self.config.feature_hw(cond.image_hw), use_ema
         )["features"]
 
+    def denoiser_conditioning(
+        self,
+        cond: Conditioning,
+        target_c2w: Float[Tensor, "batch 3 4"],
+        target_K: Float[Tensor, "batch 3 3"],
+        target_hw: tuple[int, int] | None = None,
+        use_ema: bool = True,
+        known: tuple[Tensor, Tensor, Tensor] | None = None,
+    ) -> tuple[Float[Tensor, "batch L h w"], Float[Tensor, "batch C H W"]]:
+        """The feature image (as ``render_features``) and what the U-Net is conditioned on at the source image size:
+        the features upsampled and, for a model trained with warp_known_view, ``known`` (images at the source size,
+        c2w, K: one view per target) warped into each target at its rendered depth."""
+        target_hw = tuple(target_hw or cond.image_hw)
+        net, settings = self.network(use_ema), self.render_settings(stratified=False)
+        with self.autocast():
+            out = net.render_image(
+                cond, target_c2w, target_K, target_hw, self.config.feature_hw(cond.image_hw), settings
+            )
+            image = net.upsample(out["features"], cond.image_hw)
+            if net.warps:
+                if known is None:
+                    raise GeNVSError("this model is conditioned on a known view warped into each new one: none given")
+                warped = net.warp_known(cond, *known, target_c2w, target_K, target_hw, out, settings)
+                image = torch.cat([image, warped.to(image.dtype)], dim=1)
+        return out["features"], image
+
     def _render_image(self, cond, c2w, K, target_hw, out_hw, use_ema: bool) -> Dict[str, Tensor]:
         # Evaluation renders: the EMA (or trained) field, unstratified samples, the model's autocast.
         with self.autocast():

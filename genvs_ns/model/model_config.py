@@ -108,6 +108,13 @@ class GeNVSModelConfig(ModelConfig):
     multi-view branch): training draws this many target views per object, sharing one noise level, and an
     autoregressive path generates each frame beside the joint-views - 1 known views nearest it (the input, earlier
     frames), re-noised to each step's level. 1: every view alone."""
+    warp_known_view: bool = False
+    """Condition the U-Net also on a known view (a pair's source view; along a path the input nearest the new frame)
+    warped into the new view at its rendered depth, at full resolution, with a mask of where the known view sees the
+    surface (a depth test against its own rendered depth): 4 more conditioning channels (warp.py). On in genvs-tiny."""
+    residual_base: Literal["render", "warp"] = "render"
+    """With denoise-residual, what the U-Net's residual is added to: the rendered RGB, or ("warp", needs
+    warp-known-view) the warped known view where it sees the surface and the rendered RGB elsewhere."""
     augment_prob: float = 0.12
     """Karras augmentation, when the denoiser JSON has "augment_wrapper": true: probability of each transform (flips,
     scale, rotation, anisotropy, translation), applied alike to the target and its feature image."""
@@ -182,6 +189,12 @@ class GeNVSModelConfig(ModelConfig):
         checks.greater_than(flag("ema_power"), self.ema_power, 0)
         checks.between(flag("ema_max_decay"), self.ema_max_decay, 0, 1)
         checks.existing_file(flag("backbone_weights"), self.backbone_weights)
+        if self.warp_known_view and self.joint_views > 1:
+            raise GeNVSError(f"{flag('warp_known_view')} needs {flag('joint_views')} 1 (one view denoised at a time)")
+        if self.residual_base == "warp" and not (self.warp_known_view and self.denoise_residual):
+            raise GeNVSError(
+                f"{flag('residual_base')} warp needs {flag('warp_known_view')} and {flag('denoise_residual')}"
+            )
 
     def feature_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """Size of the rendered feature image for images of ``image_hw``: / ``render_downscale``."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from genvs_ns.model.encoder import DeepLabV3PlusEncoder
 from genvs_ns.model.field import FrustumField
 from genvs_ns.model.renderer import RenderOutputs, RenderSettings, render_rays
 from genvs_ns.model.trilinear import ViewPooling
+from genvs_ns.model.warp import WARP_CHANNELS, WARP_TOLERANCE, warp_known_view
 
 
 class NetworkConfig(Protocol):
@@ -40,6 +41,8 @@ class NetworkConfig(Protocol):
     rgb_skip: bool
     denoise_residual: bool
     view_pooling: ViewPooling
+    warp_known_view: bool
+    residual_base: Literal["render", "warp"]
 
 
 @dataclass
@@ -102,7 +105,14 @@ class GeNVSNetwork(nn.Module):
             colour_inputs=config.rgb_skip,
             pooling=config.view_pooling,
         )
-        self.denoiser = ConditionedDenoiser(config.denoiser_config, config.latent_channels, config.denoise_residual)
+        self.warps = config.warp_known_view
+        self.denoiser = ConditionedDenoiser(
+            config.denoiser_config,
+            config.latent_channels,
+            config.denoise_residual,
+            WARP_CHANNELS * self.warps,
+            warp_base=config.residual_base == "warp",
+        )
         background = torch.zeros(config.latent_channels)
         background[:3] = 1.0  # SRN renders are on white
         self.register_buffer("background", background, persistent=False)
@@ -183,6 +193,40 @@ class GeNVSNetwork(nn.Module):
     ) -> RenderOutputs:
         origins, directions = rays_through_pixels(c2w, K, uv)
         return self.render(cond, origins, directions, settings)
+
+    def warp_known(
+        self,
+        cond: Conditioning,
+        known: Float[Tensor, "objects 3 H W"],
+        known_c2w: Float[Tensor, "objects 3 4"],
+        known_K: Float[Tensor, "objects 3 3"],
+        target_c2w: Float[Tensor, "targets 3 4"],
+        target_K: Float[Tensor, "targets 3 3"],
+        target_hw: tuple[int, int],
+        target: dict[str, Tensor],
+        settings: RenderSettings,
+    ) -> Float[Tensor, "targets 4 H W"]:
+        """One known view per conditioned object carried into each of its targets (a whole number of them per object,
+        object-major) at the targets' rendered ``depth`` and ``accumulation`` (``render_image``'s output): the
+        denoiser's extra conditioning channels (warp.py). The known view's depth and opacity, for the occlusion test,
+        are rendered here from the same conditioning, at the targets' render size."""
+        T, B = target_c2w.shape[0], known.shape[0]
+        with torch.no_grad():
+            hw = tuple(target["depth"].shape[-2:])
+            seen = self.render_image(cond, known_c2w, known_K, tuple(known.shape[-2:]), hw, settings)
+
+        def per_target(x: Tensor) -> Tensor:
+            return x.repeat_interleave(T // B, dim=0) if T != B else x
+
+        return warp_known_view(
+            *(per_target(x) for x in (known, known_c2w, known_K, seen["depth"], seen["accumulation"])),
+            target_c2w,
+            target_K,
+            target_hw,
+            target["depth"].detach(),
+            target["accumulation"].detach(),
+            WARP_TOLERANCE * settings.radius,
+        )
 
     @staticmethod
     def upsample(features: Float[Tensor, "batch L h w"], image_hw: tuple[int, int]) -> Float[Tensor, "batch L H W"]:

@@ -72,8 +72,15 @@ def training_outputs(
     with autocast():
         cond = net.encode(conditioning, batch.source_c2w, batch.source_K)
         target = net.render_image(cond, batch.target_c2w, batch.target_K, (H, W), (h, w), rs)
+        # The input view (source 0, never degraded) warped into each target, where the model is conditioned on it.
+        warped = None
+        if net.warps:
+            src_c2w, src_K = batch.source_c2w[:, 0], batch.source_K[:, 0]
+            warped = net.warp_known(
+                cond, src[:, 0], src_c2w, src_K, batch.target_c2w, batch.target_K, (H, W), target, rs
+            )
     features = target["features"]
-    diffusion = diffusion_loss(net, c, features, tgt, autocast, views)
+    diffusion = diffusion_loss(net, c, features, tgt, autocast, views, warped)
 
     # Source view 0 re-rendered on a ray subset from its own volume (and from source 1's, if there is one).
     n = c.aux_num_rays
@@ -110,15 +117,19 @@ def diffusion_loss(
     target: Float[Tensor, "batch 3 H W"],
     autocast: Autocast,
     views: int = 1,
+    warped: Float[Tensor, "batch 4 H W"] | None = None,
 ) -> Float[Tensor, " batch*draws"]:
     """EDM denoising loss on the target views, conditioned on the upsampled feature images or (sometimes) on noise;
     ``noise_draws`` noise levels and noises per feature image (the encoder and the render are paid once per
     object). ``views`` > 1: each run of that many targets (one object's) shares its noise level and conditioning
-    dropout and is denoised jointly, as sampling denoises a new frame beside known views."""
+    dropout and is denoised jointly, as sampling denoises a new frame beside known views. ``warped``: a known view
+    carried into each target (warp.py), conditioning channels after the features, dropped with them."""
     c, draws = config, config.noise_draws
     B, (H, W) = target.shape[0], target.shape[-2:]
     groups = B * draws // views
     cond_image, x0, aug_cond = net.upsample(features, (H, W)), to_denoiser_range(target), None
+    if warped is not None:
+        cond_image = torch.cat([cond_image, warped.to(cond_image.dtype)], dim=1)
     if net.denoiser.augment:
         # Non-leaking: the U-Net is told which transform moved target and conditioning; sampling uses none.
         (x0, cond_image), aug_cond = augment_jointly([x0, cond_image], c.augment_prob)

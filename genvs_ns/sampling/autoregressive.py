@@ -4,7 +4,8 @@ Each new frame is sampled conditioned on the input view(s), up to ``max_earlier`
 previous frame (GeNVS's recipe; ``context.py`` chooses them): generated frames become source views of their own, so
 later frames stay consistent with what was already shown. Every view is encoded once; its volume is reused by later
 frames. A model trained with ``joint_views`` > 1 also denoises each frame beside the known views nearest it, so that
-the U-Net's attention sees their detail directly, not only the blur of it the feature field carries.
+the U-Net's attention sees their detail directly, not only the blur of it the feature field carries; one trained with
+``warp_known_view`` is conditioned on the known view nearest each frame warped into it.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def generate_path(
         return model.encode(image[None, None].to(device), c2w[None, None].to(device), K[None, None].to(device))
 
     inputs = [encode(img, c, k) for img, c, k in zip(input_images, input_c2w, input_K)]
-    joint = known_per_sample(model) if policy.joint else 0
+    # Known views each frame needs: to be denoised beside (a joint model, unless the policy says no) or warped into it.
+    warps = model.config.warp_known_view
+    joint = known_per_sample(model) if policy.joint or warps else 0
     # Views a frame can be denoised beside: the inputs, then each generated frame as it comes (image, c2w, K).
     known_pool = [(img.cpu(), c.cpu(), k.cpu()) for img, c, k in zip(input_images, input_c2w, input_K)]
     frames: list[Conditioning] = []
@@ -81,10 +84,11 @@ def generate_path(
 
         known = None
         if joint > 0:
-            # The known views nearest the new frame, denoised beside it (the input, earlier frames).
+            # The known views nearest the new frame (the input, earlier frames), denoised beside it or warped into it.
             picks = nearest_known(i, target_c2w, input_c2w, joint, policy)
             known = KnownFrames(*(torch.stack(part)[None].to(device) for part in zip(*(known_pool[j] for j in picks))))
-            names += [f"beside:input{j}" if j < len(inputs) else f"beside:frame{j - len(inputs)}" for j in picks]
+            role = "warped" if warps else "beside"
+            names += [f"{role}:input{j}" if j < len(inputs) else f"{role}:frame{j - len(inputs)}" for j in picks]
         out = render_views(
             model,
             Conditioning.cat(views),

@@ -30,7 +30,15 @@ class ContextPolicy:
     frame's (by the angle between camera positions seen from the object's centre)."""
     joint: bool = True
     """With a model trained with joint-views > 1: denoise each frame beside the known views nearest it (the input(s),
-    and earlier frames when autoregressive), as it was trained. False: every frame alone."""
+    and earlier frames when autoregressive), as it was trained. False: every frame alone. (A model trained with
+    warp-known-view always has its nearest known view warped in.)"""
+    # Why the inputs (genvs-tiny with the warp, 3 training seeds x 4 cars x 23 frames): warping the nearest earlier
+    # frame resamples every frame from the one before, and the blur compounds: last-third LPIPS 0.300 against 0.283
+    # for frames sampled on the input alone; from the input only, 0.280 (PSNR 16.10 against 16.04), agreement alike.
+    # (The joint-view runs of 2026-12-05 were measured with "nearest".)
+    known: Literal["nearest", "inputs"] = "inputs"
+    """The known views a joint model denoises each frame beside, or a warp model warps into it: those nearest the new
+    frame among the input(s) only, or among the input(s) and (autoregressive) earlier frames."""
     # Why 0.1 (demo budget, 3 training seeds x 4 cars x 23 frames; docs/experiments.md, issue 23): at 1, pooling the
     # input with up to 5 generated frames cost the paths quality (last-third LPIPS 0.294 against 0.278 for frames
     # sampled on the input alone); at 0.1 they are no worse (0.276, PSNR +0.16 dB; unseen kinds 0.285 against 0.288)
@@ -80,8 +88,10 @@ def nearest_known(
     policy: ContextPolicy,
 ) -> list[int]:
     """The ``count`` known views whose cameras are nearest frame ``frame``'s (by the angle seen from the object's
-    centre), for joint denoising: indices into the inputs followed by the frames before ``frame`` (those only when
-    the policy is autoregressive); fewer where fewer are known."""
-    known = torch.cat([input_c2w.to(c2w), c2w[:frame] if policy.autoregressive else c2w[:0]])
+    centre), for joint denoising or warping: indices into the inputs followed by the frames before ``frame`` (those
+    only when the policy is autoregressive and takes its known views from the nearest); fewer where fewer are
+    known."""
+    earlier = policy.autoregressive and policy.known == "nearest"
+    known = torch.cat([input_c2w.to(c2w), c2w[:frame] if earlier else c2w[:0]])
     closeness = _directions(known) @ _directions(c2w[frame : frame + 1])[0]
     return torch.argsort(-closeness, stable=True)[:count].tolist()

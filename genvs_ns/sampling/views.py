@@ -47,21 +47,22 @@ def render_views(
     """``rgb``, ``depth`` and ``accumulation`` at ``target_hw`` (default: the source image size; ``target_K`` in its
     pixels); with ``sampling`` also ``sample`` and the denoiser's conditioning ``features`` (at its lower resolution).
     The denoiser always works at the source image size; its sample is resized to ``target_hw`` where that differs.
-    With ``known`` frames (a denoiser trained with joint_views > 1) each sample is denoised beside them."""
+    ``known`` frames: a denoiser trained with joint_views > 1 denoises each sample beside them; one trained with
+    warp_known_view is conditioned on the first of them warped into the target."""
     out = model.render(cond, target_c2w, target_K, target_hw, use_ema)
     if sampling is not None:
         H, W = cond.image_hw
         net = model.network(use_ema)
-        features = model.render_features(cond, target_c2w, target_K, target_hw, use_ema)
+        first = (known.images[:, 0], known.c2w[:, 0], known.K[:, 0]) if known is not None else None
+        features, cond_image = model.denoiser_conditioning(cond, target_c2w, target_K, target_hw, use_ema, first)
         joint = None
-        if known is not None:
+        if known is not None and model.config.joint_views > 1:
             B, J = known.images.shape[:2]
             # The known frames' features, rendered from the same conditioning as the new view's, at the denoiser's size.
             rendered = model.render_features(cond, known.c2w.flatten(0, 1), known.K.flatten(0, 1), (H, W), use_ema)
             upsampled = net.upsample(rendered, (H, W))
             joint = KnownViews(known.images, upsampled.view(B, J, *upsampled.shape[1:]))
         with model.autocast():
-            cond_image = net.upsample(features, (H, W))
             image = sample(net.denoiser, cond_image, sampling, generator, callback, known=joint).float()
         if tuple(target_hw or (H, W)) != (H, W):
             image = F.interpolate(image, size=target_hw, mode="bilinear", align_corners=False)
@@ -90,12 +91,12 @@ def sources_as_known(
     c2w: Float[Tensor, "batch views 3 4"],
     K: Float[Tensor, "batch views 3 3"],
 ) -> KnownFrames | None:
-    """The source views a sample is denoised beside: the first joint_views - 1 of them for a model trained jointly
-    (None for one trained on single views)."""
+    """The source views a sample needs: the first ``known_per_sample`` of them (None where it needs none)."""
     joint = known_per_sample(model)
     return KnownFrames(images[:, :joint], c2w[:, :joint], K[:, :joint]) if joint > 0 else None
 
 
 def known_per_sample(model: GeNVSModel) -> int:
-    """How many known views each sample is denoised beside: joint_views - 1 (0: every sample alone)."""
-    return model.config.joint_views - 1
+    """How many known views each sample needs: joint_views - 1 to be denoised beside, or one to be warped into it
+    (0: samples need none)."""
+    return max(model.config.joint_views - 1, int(model.config.warp_known_view))

@@ -77,9 +77,12 @@ class SampleArgs:
     generated_frame_weight: float = 0.1
     """Autoregressive: how much a generated frame counts against the input view(s) where both see a point (0-1]:
     below 1 the input's own features win where it sees the point (sampling/context.py)."""
+    known_views: Literal["inputs", "nearest"] = "inputs"
+    """Which known view a model trained with a warped known view (or joint views) takes for each frame: the nearest
+    input, or the nearest of the inputs and earlier frames (sampling/context.py)."""
     joint: bool = True
     """A model trained with joint views: denoise each frame beside the known views nearest it, as it was trained
-    (--no-joint: each frame alone)."""
+    (--no-joint: each frame alone). A model trained with a warped known view always has it warped in."""
     seed: int = 0
     """Same seed, same frames."""
     fps: int = 10
@@ -132,7 +135,7 @@ class SampleArgs:
     def context(self) -> ContextPolicy:
         return ContextPolicy(
             self.autoregressive, self.max_earlier_frames, earlier=self.earlier_frames,
-            joint=self.joint, generated_weight=self.generated_frame_weight,
+            joint=self.joint, generated_weight=self.generated_frame_weight, known=self.known_views,
         )  # fmt: skip
 
 

@@ -1,0 +1,126 @@
+"""A known view warped into a new one at the new view's rendered depth (model config warp_known_view): the geometry
+against an analytic scene, the occlusion test, and the model's training and sampling with the extra channels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_trainer_config
+
+from genvs_ns.errors import GeNVSError
+from genvs_ns.geometry import intrinsics_matrix, look_at, pixel_centres, rays_through_pixels
+from genvs_ns.model.warp import warp_known_view
+from genvs_ns.sampling import SamplerSettings
+from genvs_ns.sampling.context import ContextPolicy
+
+SIZE = 48
+
+
+def _plane_view(position: tuple[float, float, float]) -> tuple[torch.Tensor, ...]:
+    """A camera looking at the origin and what it sees of the textured plane z = 0: image, c2w, K, ray distance."""
+    c2w = look_at(torch.tensor(position), torch.tensor([0.0, 1.0, 0.0]))
+    K = intrinsics_matrix(*(torch.tensor(v) for v in (50.0, 50.0, SIZE / 2, SIZE / 2)))
+    origins, directions = rays_through_pixels(c2w, K, pixel_centres(SIZE, SIZE))
+    t = -origins[:, 2] / directions[:, 2]
+    points = origins + directions * t[:, None]
+    x, y = points[:, 0], points[:, 1]
+    rgb = torch.stack([0.5 + 0.5 * torch.sin(4 * x), 0.5 + 0.5 * torch.cos(3 * y), 0.5 + 0.25 * torch.sin(2 * x + y)])
+    return rgb.view(3, SIZE, SIZE), c2w, K, t.view(1, SIZE, SIZE)
+
+
+def _warp(known, target, tolerance=0.05, known_depth=None, opacity=None, known_opacity=None):
+    rgb, c2w, K, depth = known
+    _, t_c2w, t_K, t_depth = target
+    ones = torch.ones_like(t_depth)
+    return warp_known_view(
+        rgb[None], c2w[None], K[None], (depth if known_depth is None else known_depth)[None],
+        (ones if known_opacity is None else known_opacity)[None],
+        t_c2w[None], t_K[None], (SIZE, SIZE), t_depth[None], (ones if opacity is None else opacity)[None], tolerance,
+    )[0]  # fmt: skip
+
+
+def test_a_known_view_warped_at_the_true_depth_is_the_new_view():
+    known, target = _plane_view((0.3, -0.4, 1.5)), _plane_view((-0.5, 0.2, 1.4))
+    warped = _warp(known, target)
+    seen = warped[3] > 0.5
+    assert 0.5 < seen.float().mean() < 1  # most of the target sees what the known view saw, not all of it
+    # Bilinear resampling of a smooth texture: within about a level of 255 where the known view saw the point.
+    assert (warped[:3] - target[0])[:, seen].abs().mean() < 0.005
+    assert (warped[:3, ~seen] == 0).all()  # no colour where the mask says nothing is known
+    identity = _warp(known, known)
+    # Itself, except where the plane recedes so steeply that neighbouring pixels' depths differ like a silhouette's.
+    kept = identity[3] > 0
+    assert kept.float().mean() > 0.95
+    torch.testing.assert_close(identity[:3][:, kept], known[0][:, kept], atol=1e-4, rtol=0)
+
+
+def test_points_hidden_from_the_known_view_or_outside_it_are_masked():
+    known, target = _plane_view((0.3, -0.4, 1.5)), _plane_view((-0.5, 0.2, 1.4))
+    # The known view's surface 0.2 nearer than the plane: every target point lies behind it.
+    assert (_warp(known, target, known_depth=known[3] - 0.2)[3] == 0).all()
+    assert (_warp(known, target, known_depth=known[3] - 0.2, tolerance=0.3)[3] > 0).any()  # within tolerance: seen
+    # The known camera turned half round about its y axis, looking away from the plane: every point is behind it.
+    away = known[1].clone()
+    away[:, :3] *= torch.tensor([-1.0, 1.0, -1.0])
+    assert (_warp((known[0], away, known[2], known[3]), target)[3] == 0).all()
+    # Only surfaces: where the target's render is transparent, or its point lands where the known view's is.
+    half = torch.ones_like(target[3])
+    half[..., : SIZE // 2] = 0
+    assert (_warp(known, target, opacity=half)[3][:, : SIZE // 2] == 0).all()
+    assert (_warp(known, target, known_opacity=torch.zeros_like(half))[3] == 0).all()
+    # A silhouette: the target's depth jumps by 0.5 between two columns; the pixels beside the jump are not trusted,
+    # those a few pixels away are.
+    step = target[3].clone()
+    step[..., SIZE // 2 :] += 0.5
+    mask = _warp(known, (*target[:3], step), known_depth=known[3] + 1)[3]
+    assert (mask[:, SIZE // 2 - 1 : SIZE // 2 + 1] == 0).all()
+    assert mask[:, SIZE // 2 - 4].sum() > SIZE // 2 and mask[:, SIZE // 2 + 3].sum() > SIZE // 2
+
+
+def _warp_pipeline(data, test_mode: str):
+    torch.manual_seed(0)
+    config = tiny_trainer_config(data)
+    config.pipeline.model.warp_known_view = True
+    return config.pipeline.setup(device="cpu", test_mode=test_mode)
+
+
+def test_a_warp_model_trains_and_samples_with_its_known_view(toy32):
+    from genvs_ns.sampling.autoregressive import generate_path
+    from genvs_ns.sampling.views import render_views
+
+    pipeline = _warp_pipeline(toy32, "val")
+    model = pipeline.model
+    unet_input = model.net.denoiser.denoiser.inner_model.proj_in.in_channels
+    assert unet_input == 3 + model.config.latent_channels + 4  # the noisy image, the features, the warp
+    pipeline.train()
+    loss = sum(pipeline.get_train_loss_dict(step=0)[1].values())
+    loss.backward()
+    assert torch.isfinite(loss)
+    pipeline.eval()
+
+    ds = pipeline.datamanager.eval_dataset
+    views = ds.object_images[0]
+    images = torch.stack([ds.image(v) for v in views])
+    cond = model.encode(images[None, :1], ds.c2w[views[:1]][None], ds.K[views[:1]][None])
+    with pytest.raises(GeNVSError, match="warped into each new one"):
+        render_views(model, cond, ds.c2w[views[1:2]], ds.K[views[1:2]], sampling=SamplerSettings(steps=2))
+
+    args = (images[:1], ds.c2w[views[:1]], ds.K[views[:1]], ds.c2w[views[1:4]], ds.K[views[1:4]])
+    # The known view is warped in whatever the joint setting says: the model was trained with it.
+    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy(joint=False))
+    assert path.context[0] == ["input0", "warped:input0"] and path.samples.shape == (3, 3, 32, 32)
+    assert all(len([n for n in names if n.startswith("warped:")]) == 1 for names in path.context)
+
+
+def test_the_residual_base_is_the_warped_view_where_it_sees_the_surface_and_the_render_elsewhere():
+    from genvs_ns.model.denoiser import ConditionedDenoiser
+
+    den = ConditionedDenoiser("denoiser_tiny.json", 16, residual=True, extra_channels=4, warp_base=True)
+    cond = torch.rand(2, 20, 8, 8)
+    cond[:, 19] = (torch.rand(2, 8, 8) > 0.5).float()
+    cond[:, 16:19] *= cond[:, 19:20]  # warp.py's RGB is zero where the mask is
+    base = den.prior_mean(cond, torch.tensor([0.0, 1.0]))
+    seen = cond[0, 19] > 0
+    torch.testing.assert_close(base[0][:, seen], cond[0, 16:19][:, seen] * 2 - 1)
+    torch.testing.assert_close(base[0][:, ~seen], cond[0, :3][:, ~seen] * 2 - 1)
+    assert (base[1] == 0).all()  # unconditional rows: no base
