@@ -202,18 +202,16 @@ class GeNVSModel(Model):
         the features upsampled and, for a model trained with warp_known_view, ``known`` (images at the source size,
         c2w, K: one view per target) warped into each target at its rendered depth."""
         target_hw = tuple(target_hw or cond.image_hw)
-        net, settings = self.network(use_ema), self.render_settings(stratified=False)
+        net = self.network(use_ema)
+        out = self._render_image(cond, target_c2w, target_K, target_hw, self.config.feature_hw(cond.image_hw), use_ema)
+        image = net.upsample(out["features"], cond.image_hw)
+        if not net.warps:
+            return out["features"], image
+        if known is None:
+            raise GeNVSError("this model is conditioned on a known view warped into each new one: none given")
         with self.autocast():
-            out = net.render_image(
-                cond, target_c2w, target_K, target_hw, self.config.feature_hw(cond.image_hw), settings
-            )
-            image = net.upsample(out["features"], cond.image_hw)
-            if net.warps:
-                if known is None:
-                    raise GeNVSError("this model is conditioned on a known view warped into each new one: none given")
-                warped = net.warp_known(cond, *known, target_c2w, target_K, target_hw, out, settings)
-                image = torch.cat([image, warped.to(image.dtype)], dim=1)
-        return out["features"], image
+            warped = net.warp_known(cond, *known, target_c2w, target_K, target_hw, out, self.render_settings(False))
+        return out["features"], torch.cat([image, warped.to(image.dtype)], dim=1)
 
     def _render_image(self, cond, c2w, K, target_hw, out_hw, use_ema: bool) -> Dict[str, Tensor]:
         # Evaluation renders: the EMA (or trained) field, unstratified samples, the model's autocast.

@@ -197,29 +197,30 @@ class GeNVSNetwork(nn.Module):
     def warp_known(
         self,
         cond: Conditioning,
-        known: Float[Tensor, "objects 3 H W"],
-        known_c2w: Float[Tensor, "objects 3 4"],
-        known_K: Float[Tensor, "objects 3 3"],
-        target_c2w: Float[Tensor, "targets 3 4"],
-        target_K: Float[Tensor, "targets 3 3"],
+        known: Float[Tensor, "batch 3 H W"],
+        known_c2w: Float[Tensor, "batch 3 4"],
+        known_K: Float[Tensor, "batch 3 3"],
+        target_c2w: Float[Tensor, "batch 3 4"],
+        target_K: Float[Tensor, "batch 3 3"],
         target_hw: tuple[int, int],
         target: dict[str, Tensor],
         settings: RenderSettings,
-    ) -> Float[Tensor, "targets 4 H W"]:
-        """One known view per conditioned object carried into each of its targets (a whole number of them per object,
-        object-major) at the targets' rendered ``depth`` and ``accumulation`` (``render_image``'s output): the
+    ) -> Float[Tensor, "batch 4 H W"]:
+        """Each conditioned object's known view carried into its target (one each: warp_known_view is not combined
+        with joint views) at the target's rendered ``depth`` and ``accumulation`` (``render_image``'s output): the
         denoiser's extra conditioning channels (warp.py). The known view's depth and opacity, for the occlusion test,
-        are rendered here from the same conditioning, at the targets' render size."""
-        T, B = target_c2w.shape[0], known.shape[0]
+        are rendered here from the same conditioning, at the target's render size."""
+        if not known.shape[0] == target_c2w.shape[0] == cond.volumes.shape[0]:
+            raise ValueError(f"{known.shape[0]} known views for {target_c2w.shape[0]} targets: one each")
         with torch.no_grad():
             hw = tuple(target["depth"].shape[-2:])
             seen = self.render_image(cond, known_c2w, known_K, tuple(known.shape[-2:]), hw, settings)
-
-        def per_target(x: Tensor) -> Tensor:
-            return x.repeat_interleave(T // B, dim=0) if T != B else x
-
         return warp_known_view(
-            *(per_target(x) for x in (known, known_c2w, known_K, seen["depth"], seen["accumulation"])),
+            known,
+            known_c2w,
+            known_K,
+            seen["depth"],
+            seen["accumulation"],
             target_c2w,
             target_K,
             target_hw,

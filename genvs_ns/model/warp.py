@@ -3,9 +3,8 @@
 The feature field sees the source views through a low-resolution frustum volume and renders at half resolution, so
 the denoiser's conditioning is a blur of the input that the samples fill with detail of their own, while a copy of
 the input (right textures, wrong places) beats them by LPIPS (issue 23). Warping puts the known view's own pixels where
-the rendered geometry says they land. A target pixel takes the known view's colour only where its surface point is
-in the known view's image and not behind the surface the known view itself renders there (a depth test against the
-known view's rendered depth); the mask channel says where that holds.
+the rendered geometry says they land, and a mask says where the known view really sees that surface (in its image,
+opaque in both renders, not behind the surface it renders itself, not at a silhouette: ``warp_known_view``).
 """
 
 from __future__ import annotations

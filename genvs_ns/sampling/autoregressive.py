@@ -62,7 +62,7 @@ def generate_path(
     inputs = [encode(img, c, k) for img, c, k in zip(input_images, input_c2w, input_K)]
     # Known views each frame needs: to be denoised beside (a joint model, unless the policy says no) or warped into it.
     warps = model.config.warp_known_view
-    joint = known_per_sample(model) if policy.joint or warps else 0
+    known_count = known_per_sample(model) if policy.joint or warps else 0
     # Views a frame can be denoised beside: the inputs, then each generated frame as it comes (image, c2w, K).
     known_pool = [(img.cpu(), c.cpu(), k.cpu()) for img, c, k in zip(input_images, input_c2w, input_K)]
     frames: list[Conditioning] = []
@@ -83,9 +83,9 @@ def generate_path(
                 on_step(info)
 
         known = None
-        if joint > 0:
+        if known_count > 0:
             # The known views nearest the new frame (the input, earlier frames), denoised beside it or warped into it.
-            picks = nearest_known(i, target_c2w, input_c2w, joint, policy)
+            picks = nearest_known(i, target_c2w, input_c2w, known_count, policy)
             known = KnownFrames(*(torch.stack(part)[None].to(device) for part in zip(*(known_pool[j] for j in picks))))
             role = "warped" if warps else "beside"
             names += [f"{role}:input{j}" if j < len(inputs) else f"{role}:frame{j - len(inputs)}" for j in picks]
