@@ -66,6 +66,13 @@ TRAIN = [
         ["--pipeline.model.warp-known-view", "--pipeline.model.joint-views", "2"],
         "--pipeline.model.warp-known-view needs --pipeline.model.joint-views 1",
     ),
+    (
+        # genvs-tiny warps with its residual based on the warp: both off, so that the fill has nothing to fill.
+        ["--pipeline.model.no-warp-known-view", "--pipeline.model.residual-base", "render",
+         "--pipeline.model.warp-fill-views", "1"],
+        "--pipeline.model.warp-fill-views needs --pipeline.model.warp-known-view",
+    ),  # fmt: skip
+    (["--pipeline.model.warp-fill-views", "-1"], "--pipeline.model.warp-fill-views must be at least 0"),
     (["--pipeline.model.noise-std", "0"], "--pipeline.model.noise-std must be a finite number greater than 0"),
     (["--pipeline.model.noise-mean", "inf"], "--pipeline.model.noise-mean must be a finite number"),
     (["--pipeline.model.uncond-prob", "1.5"], "--pipeline.model.uncond-prob must be between 0 and 1"),

@@ -156,7 +156,12 @@ def test_the_known_views_nearest_a_frame_come_from_the_inputs_and_earlier_frames
     assert nearest_known(3, frames, inputs, 2, nearest) == [3, 2]  # frames 2 and 1 (inputs come first)
     assert nearest_known(3, frames, inputs, 2, ContextPolicy(autoregressive=False, known="nearest")) == [0]
     assert nearest_known(3, frames, inputs, 5, nearest) == [3, 2, 1, 0]
-    assert nearest_known(3, frames, inputs, 5, ContextPolicy()) == [0]  # the default: the inputs only
+    assert nearest_known(3, frames, inputs, 5, ContextPolicy(known="inputs")) == [0]
+    # The default: the nearest input first, wherever it lies, then the nearest of the rest.
+    assert nearest_known(3, frames, inputs, 5, ContextPolicy()) == [0, 3, 2, 1]
+    two_inputs = _cameras([0.0, 180.0])
+    assert nearest_known(3, frames, two_inputs, 3, ContextPolicy()) == [0, 4, 3]
+    assert nearest_known(3, frames, two_inputs, 3, ContextPolicy(autoregressive=False)) == [0, 1]
 
 
 def test_a_jointly_trained_model_generates_a_path_beside_known_views(toy32):

@@ -9,7 +9,7 @@ from conftest import tiny_trainer_config
 
 from genvs_ns.errors import GeNVSError
 from genvs_ns.geometry import intrinsics_matrix, look_at, pixel_centres, rays_through_pixels
-from genvs_ns.model.warp import warp_known_view
+from genvs_ns.model.warp import fill_holes, warp_known_view
 from genvs_ns.sampling import SamplerSettings
 from genvs_ns.sampling.context import ContextPolicy
 
@@ -77,10 +77,29 @@ def test_points_hidden_from_the_known_view_or_outside_it_are_masked():
     assert mask[:, SIZE // 2 - 4].sum() > SIZE // 2 and mask[:, SIZE // 2 + 3].sum() > SIZE // 2
 
 
-def _warp_pipeline(data, test_mode: str):
+def test_a_later_known_view_fills_only_where_no_earlier_one_sees():
+    target = _plane_view((-0.5, 0.2, 1.4))
+    first, second = _plane_view((0.3, -0.4, 1.5)), _plane_view((-0.4, 0.1, 1.45))
+    second = (1 - second[0], *second[1:])  # its own colours, to tell whose pixels land where
+    left = torch.ones_like(first[3])
+    left[..., SIZE // 2 :] = 0  # the first view's render is opaque on its left half only
+    a, b = _warp(first, target, known_opacity=left), _warp(second, target)
+    both = fill_holes([a[None], b[None]])[0]
+    seen_a, seen_b = a[3] > 0, b[3] > 0
+    holes = seen_b & ~seen_a
+    assert seen_a.float().mean() > 0.2 and holes.float().mean() > 0.2
+    assert torch.equal(both[:, seen_a], a[:, seen_a])  # the first view's pixels, unblended, wherever it sees
+    assert torch.equal(both[:, holes], b[:, holes])
+    assert torch.equal(both[3] > 0, seen_a | seen_b) and (both[:3, both[3] == 0] == 0).all()
+    assert torch.equal(fill_holes([a[None]])[0], a)
+
+
+def _warp_pipeline(data, test_mode: str, fill_views: int = 0):
     torch.manual_seed(0)
     config = tiny_trainer_config(data)
     config.pipeline.model.warp_known_view = True
+    config.pipeline.model.warp_fill_views = fill_views
+    config.pipeline.datamanager.min_source_views = 3  # every step has views to fill with
     return config.pipeline.setup(device="cpu", test_mode=test_mode)
 
 
@@ -110,6 +129,39 @@ def test_a_warp_model_trains_and_samples_with_its_known_view(toy32):
     path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy(joint=False))
     assert path.context[0] == ["input0", "warped:input0"] and path.samples.shape == (3, 3, 32, 32)
     assert all(len([n for n in names if n.startswith("warped:")]) == 1 for names in path.context)
+
+
+def test_a_fill_model_trains_on_its_other_source_views_and_fills_a_path_from_earlier_frames(toy32, monkeypatch):
+    from genvs_ns.model.network import GeNVSNetwork
+    from genvs_ns.sampling.autoregressive import generate_path
+
+    pipeline = _warp_pipeline(toy32, "val", fill_views=2)
+    model = pipeline.model
+    warped_counts = []
+    warp_known = GeNVSNetwork.warp_known
+
+    def counting(self, cond, known, *args):
+        warped_counts.append(known.shape[1])
+        return warp_known(self, cond, known, *args)
+
+    monkeypatch.setattr(GeNVSNetwork, "warp_known", counting)
+    pipeline.train()
+    loss = sum(pipeline.get_train_loss_dict(step=0)[1].values())
+    loss.backward()
+    assert torch.isfinite(loss) and warped_counts == [3]  # the input and the step's two other source views
+    pipeline.eval()
+
+    ds = pipeline.datamanager.eval_dataset
+    views = ds.object_images[0]
+    images = torch.stack([ds.image(v) for v in views])
+    args = (images[:1], ds.c2w[views[:1]], ds.K[views[:1]], ds.c2w[views[1:5]], ds.K[views[1:5]])
+    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy(known="nearest"))
+    warped = [[n for n in names if n.startswith("warped:")] for names in path.context]
+    # Up to three known views a frame; the policy puts the nearest first, and the default keeps the input first.
+    assert [len(w) for w in warped] == [1, 2, 3, 3] and warped[0] == ["warped:input0"]
+    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy())
+    assert all(names.index("warped:input0") == len(names) - 3 for names in path.context[2:])
+    assert path.samples.shape == (4, 3, 32, 32)
 
 
 def test_the_residual_base_is_the_warped_view_where_it_sees_the_surface_and_the_render_elsewhere():

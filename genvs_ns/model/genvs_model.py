@@ -200,7 +200,7 @@ class GeNVSModel(Model):
     ) -> tuple[Float[Tensor, "batch L h w"], Float[Tensor, "batch C H W"]]:
         """The feature image (as ``render_features``) and what the U-Net is conditioned on at the source image size:
         the features upsampled and, for a model trained with warp_known_view, ``known`` (images at the source size,
-        c2w, K: one view per target) warped into each target at its rendered depth."""
+        c2w, K: ``[batch, known, ...]``, the first view first) warped into each target at its rendered depth."""
         target_hw = tuple(target_hw or cond.image_hw)
         net = self.network(use_ema)
         out = self._render_image(cond, target_c2w, target_K, target_hw, self.config.feature_hw(cond.image_hw), use_ema)

@@ -112,6 +112,11 @@ class GeNVSModelConfig(ModelConfig):
     """Condition the U-Net also on a known view (a pair's source view; along a path the input nearest the new frame)
     warped into the new view at its rendered depth, at full resolution, with a mask of where the known view sees the
     surface (a depth test against its own rendered depth): 4 more conditioning channels (warp.py). On in genvs-tiny."""
+    warp_fill_views: int = 0
+    """With warp-known-view, up to this many more known views warped into each new one, each adding its pixels where
+    no view before it sees the surface: in training the step's other source views (after the input), along a path the
+    earlier frames nearest the new one (after the nearest input), so the residual starts from pixels already
+    generated where the input does not see."""
     residual_base: Literal["render", "warp"] = "render"
     """With denoise-residual, what the U-Net's residual is added to: the rendered RGB, or ("warp", needs
     warp-known-view) the warped known view where it sees the surface and the rendered RGB elsewhere."""
@@ -182,6 +187,7 @@ class GeNVSModelConfig(ModelConfig):
         checks.between(flag("uncond_prob"), self.uncond_prob, 0, 1)
         checks.between(flag("augment_prob"), self.augment_prob, 0, 1)
         checks.between(flag("degraded_source_prob"), self.degraded_source_prob, 0, 1)
+        checks.at_least(flag("warp_fill_views"), self.warp_fill_views, 0)
         for name in ("diffusion_loss_mult", "rgb_loss_mult", "source_rgb_loss_mult", "opacity_loss_mult",
                      "depth_prior_mult", "consistency_loss_mult"):  # fmt: skip
             checks.at_least(flag(name), getattr(self, name), 0)
@@ -191,6 +197,8 @@ class GeNVSModelConfig(ModelConfig):
         checks.existing_file(flag("backbone_weights"), self.backbone_weights)
         if self.warp_known_view and self.joint_views > 1:
             raise GeNVSError(f"{flag('warp_known_view')} needs {flag('joint_views')} 1 (one view denoised at a time)")
+        if self.warp_fill_views > 0 and not self.warp_known_view:
+            raise GeNVSError(f"{flag('warp_fill_views')} needs {flag('warp_known_view')}")
         if self.residual_base == "warp" and not (self.warp_known_view and self.denoise_residual):
             raise GeNVSError(
                 f"{flag('residual_base')} warp needs {flag('warp_known_view')} and {flag('denoise_residual')}"

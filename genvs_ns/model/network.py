@@ -20,7 +20,7 @@ from genvs_ns.model.encoder import DeepLabV3PlusEncoder
 from genvs_ns.model.field import FrustumField
 from genvs_ns.model.renderer import RenderOutputs, RenderSettings, render_rays
 from genvs_ns.model.trilinear import ViewPooling
-from genvs_ns.model.warp import WARP_CHANNELS, WARP_TOLERANCE, warp_known_view
+from genvs_ns.model.warp import WARP_CHANNELS, WARP_TOLERANCE, fill_holes, warp_known_view
 
 
 class NetworkConfig(Protocol):
@@ -197,37 +197,43 @@ class GeNVSNetwork(nn.Module):
     def warp_known(
         self,
         cond: Conditioning,
-        known: Float[Tensor, "batch 3 H W"],
-        known_c2w: Float[Tensor, "batch 3 4"],
-        known_K: Float[Tensor, "batch 3 3"],
+        known: Float[Tensor, "batch known 3 H W"],
+        known_c2w: Float[Tensor, "batch known 3 4"],
+        known_K: Float[Tensor, "batch known 3 3"],
         target_c2w: Float[Tensor, "batch 3 4"],
         target_K: Float[Tensor, "batch 3 3"],
         target_hw: tuple[int, int],
         target: dict[str, Tensor],
         settings: RenderSettings,
     ) -> Float[Tensor, "batch 4 H W"]:
-        """Each conditioned object's known view carried into its target (one each: warp_known_view is not combined
-        with joint views) at the target's rendered ``depth`` and ``accumulation`` (``render_image``'s output): the
-        denoiser's extra conditioning channels (warp.py). The known view's depth and opacity, for the occlusion test,
-        are rendered here from the same conditioning, at the target's render size."""
+        """Each conditioned object's known views carried into its target (warp_known_view is not combined with joint
+        views, so one target per object) at the target's rendered ``depth`` and ``accumulation`` (``render_image``'s
+        output): the denoiser's extra conditioning channels (warp.py). The first known view's pixels wherever it sees
+        the surface, each later view's where no view before it does (the mask: where any does). Each known view's
+        depth and opacity, for the occlusion test, are rendered here from the same conditioning at the target's render
+        size."""
         if not known.shape[0] == target_c2w.shape[0] == cond.volumes.shape[0]:
-            raise ValueError(f"{known.shape[0]} known views for {target_c2w.shape[0]} targets: one each")
-        with torch.no_grad():
-            hw = tuple(target["depth"].shape[-2:])
-            seen = self.render_image(cond, known_c2w, known_K, tuple(known.shape[-2:]), hw, settings)
-        return warp_known_view(
-            known,
-            known_c2w,
-            known_K,
-            seen["depth"],
-            seen["accumulation"],
-            target_c2w,
-            target_K,
-            target_hw,
-            target["depth"].detach(),
-            target["accumulation"].detach(),
-            WARP_TOLERANCE * settings.radius,
-        )
+            raise ValueError(f"known views of {known.shape[0]} objects for {target_c2w.shape[0]} targets: one each")
+        known_hw, hw = tuple(known.shape[-2:]), tuple(target["depth"].shape[-2:])
+        warps = []
+        for view in range(known.shape[1]):
+            with torch.no_grad():
+                seen = self.render_image(cond, known_c2w[:, view], known_K[:, view], known_hw, hw, settings)
+            warp = warp_known_view(
+                known[:, view],
+                known_c2w[:, view],
+                known_K[:, view],
+                seen["depth"],
+                seen["accumulation"],
+                target_c2w,
+                target_K,
+                target_hw,
+                target["depth"].detach(),
+                target["accumulation"].detach(),
+                WARP_TOLERANCE * settings.radius,
+            )
+            warps.append(warp)
+        return fill_holes(warps)
 
     @staticmethod
     def upsample(features: Float[Tensor, "batch L h w"], image_hw: tuple[int, int]) -> Float[Tensor, "batch L H W"]:

@@ -35,6 +35,7 @@ class TrainingSettings(Protocol):
     uncond_prob: float
     augment_prob: float
     degraded_source_prob: float
+    warp_fill_views: int
 
 
 def area_resize(images: Float[Tensor, "b c H W"], hw: tuple[int, int]) -> Float[Tensor, "b c h w"]:
@@ -72,12 +73,22 @@ def training_outputs(
     with autocast():
         cond = net.encode(conditioning, batch.source_c2w, batch.source_K)
         target = net.render_image(cond, batch.target_c2w, batch.target_K, (H, W), (h, w), rs)
-        # The input view (source 0, never degraded) warped into each target, where the model is conditioned on it.
+        # The input view (source 0, never degraded) warped into each target, where the model is conditioned on it,
+        # and with warp_fill_views the step's other source views (as the encoder sees them) where the input does not
+        # see, as a path fills from earlier frames.
         warped = None
         if net.warps:
-            src_c2w, src_K = batch.source_c2w[:, 0], batch.source_K[:, 0]
+            known = slice(0, 1 + c.warp_fill_views)
             warped = net.warp_known(
-                cond, src[:, 0], src_c2w, src_K, batch.target_c2w, batch.target_K, (H, W), target, rs
+                cond,
+                conditioning[:, known],
+                batch.source_c2w[:, known],
+                batch.source_K[:, known],
+                batch.target_c2w,
+                batch.target_K,
+                (H, W),
+                target,
+                rs,
             )
     features = target["features"]
     diffusion = diffusion_loss(net, c, features, tgt, autocast, views, warped)

@@ -9,6 +9,8 @@ opaque in both renders, not behind the surface it renders itself, not at a silho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -67,3 +69,12 @@ def warp_known_view(
     seen = inside & (distance <= surface + tolerance) & (opacity > 0.5) & (seen_opacity > 0.5) & (span < 2 * tolerance)
     mask = seen.float()
     return torch.cat([rgb * mask, mask], dim=1)
+
+
+def fill_holes(warps: Sequence[Float[Tensor, "batch 4 H W"]]) -> Float[Tensor, "batch 4 H W"]:
+    """Several known views' warps (``warp_known_view``'s outputs, first view first) as one: the first view's pixels
+    wherever it sees the surface, each later view's only where no view before it does; the mask where any does."""
+    out = warps[0]
+    for one in warps[1:]:
+        out = out + (1 - out[:, 3:]) * one  # RGB is already times its mask: nothing is blended where a view sees
+    return out

@@ -31,14 +31,16 @@ class ContextPolicy:
     joint: bool = True
     """With a model trained with joint-views > 1: denoise each frame beside the known views nearest it (the input(s),
     and earlier frames when autoregressive), as it was trained. False: every frame alone. (A model trained with
-    warp-known-view always has its nearest known view warped in.)"""
-    # Why the inputs (genvs-tiny with the warp, 3 training seeds x 4 cars x 23 frames): warping the nearest earlier
-    # frame resamples every frame from the one before, and the blur compounds: last-third LPIPS 0.300 against 0.283
-    # for frames sampled on the input alone; from the input only, 0.280 (PSNR 16.10 against 16.04), agreement alike.
-    # (The joint-view runs of 2026-12-05 were measured with "nearest".)
-    known: Literal["nearest", "inputs"] = "inputs"
-    """The known views a joint model denoises each frame beside, or a warp model warps into it: those nearest the new
-    frame among the input(s) only, or among the input(s) and (autoregressive) earlier frames."""
+    warp-known-view always has its known views warped in.)"""
+    # Why not "nearest" (genvs-tiny with the warp, 3 training seeds x 4 cars x 23 frames): warping the nearest earlier
+    # frame first resamples every frame from the one before, and the blur compounds: last-third LPIPS 0.300 against
+    # 0.283 for frames sampled on the input alone; from the input only, 0.280 (PSNR 16.10 against 16.04). With one
+    # known view a frame "input-first" is "inputs"; with more (warp-fill-views, joint views) the others come from
+    # earlier frames too. (The joint-view runs of 2026-12-05 were measured with "nearest".)
+    known: Literal["input-first", "inputs", "nearest"] = "input-first"
+    """The known views a joint model denoises each frame beside, or a warp model warps into it: the nearest input
+    first, then those nearest the new frame among the other inputs and (autoregressive) earlier frames; the nearest
+    among the input(s) only; or the nearest among the input(s) and earlier frames."""
     # Why 0.1 (demo budget, 3 training seeds x 4 cars x 23 frames; docs/experiments.md, issue 23): at 1, pooling the
     # input with up to 5 generated frames cost the paths quality (last-third LPIPS 0.294 against 0.278 for frames
     # sampled on the input alone); at 0.1 they are no worse (0.276, PSNR +0.16 dB; unseen kinds 0.285 against 0.288)
@@ -87,11 +89,15 @@ def nearest_known(
     count: int,
     policy: ContextPolicy,
 ) -> list[int]:
-    """The ``count`` known views whose cameras are nearest frame ``frame``'s (by the angle seen from the object's
-    centre), for joint denoising or warping: indices into the inputs followed by the frames before ``frame`` (those
-    only when the policy is autoregressive and takes its known views from the nearest); fewer where fewer are
+    """The ``count`` known views for frame ``frame``, for joint denoising or warping, as ``policy.known`` says (nearest
+    by the angle between cameras seen from the object's centre): indices into the inputs followed by the frames before
+    ``frame`` (those only when the policy is autoregressive and does not keep to the inputs); fewer where fewer are
     known."""
-    earlier = policy.autoregressive and policy.known == "nearest"
+    earlier = policy.autoregressive and policy.known != "inputs"
     known = torch.cat([input_c2w.to(c2w), c2w[:frame] if earlier else c2w[:0]])
     closeness = _directions(known) @ _directions(c2w[frame : frame + 1])[0]
-    return torch.argsort(-closeness, stable=True)[:count].tolist()
+    order = torch.argsort(-closeness, stable=True).tolist()
+    if policy.known == "input-first":
+        first = next(i for i in order if i < len(input_c2w))
+        order = [first] + [i for i in order if i != first]
+    return order[:count]

@@ -48,13 +48,14 @@ def render_views(
     pixels); with ``sampling`` also ``sample`` and the denoiser's conditioning ``features`` (at its lower resolution).
     The denoiser always works at the source image size; its sample is resized to ``target_hw`` where that differs.
     ``known`` frames: a denoiser trained with joint_views > 1 denoises each sample beside them; one trained with
-    warp_known_view is conditioned on the first of them warped into the target."""
+    warp_known_view is conditioned on them warped into the target (the first where it sees the surface, the others
+    in its holes)."""
     out = model.render(cond, target_c2w, target_K, target_hw, use_ema)
     if sampling is not None:
         H, W = cond.image_hw
         net = model.network(use_ema)
-        first = (known.images[:, 0], known.c2w[:, 0], known.K[:, 0]) if known is not None else None
-        features, cond_image = model.denoiser_conditioning(cond, target_c2w, target_K, target_hw, use_ema, first)
+        views = (known.images, known.c2w, known.K) if known is not None else None
+        features, cond_image = model.denoiser_conditioning(cond, target_c2w, target_K, target_hw, use_ema, views)
         joint = None
         if known is not None and model.config.joint_views > 1:
             B, J = known.images.shape[:2]
@@ -97,6 +98,7 @@ def sources_as_known(
 
 
 def known_per_sample(model: GeNVSModel) -> int:
-    """How many known views each sample needs: joint_views - 1 to be denoised beside, or one to be warped into it
-    (0: samples need none)."""
-    return max(model.config.joint_views - 1, int(model.config.warp_known_view))
+    """How many known views each sample takes: joint_views - 1 to be denoised beside, or one to be warped into it
+    and warp_fill_views more to fill its holes (0: samples need none)."""
+    config = model.config
+    return max(config.joint_views - 1, (1 + config.warp_fill_views) * int(config.warp_known_view))

@@ -77,9 +77,10 @@ class SampleArgs:
     generated_frame_weight: float = 0.1
     """Autoregressive: how much a generated frame counts against the input view(s) where both see a point (0-1]:
     below 1 the input's own features win where it sees the point (sampling/context.py)."""
-    known_views: Literal["inputs", "nearest"] = "inputs"
-    """Which known view a model trained with a warped known view (or joint views) takes for each frame: the nearest
-    input, or the nearest of the inputs and earlier frames (sampling/context.py)."""
+    known_views: Literal["input-first", "inputs", "nearest"] = "input-first"
+    """Which known views a model trained with a warped known view (or joint views) takes for each frame: the nearest
+    input, then (where it takes more) the nearest of the other inputs and earlier frames; the nearest inputs only; or
+    the nearest of the inputs and earlier frames (sampling/context.py)."""
     joint: bool = True
     """A model trained with joint views: denoise each frame beside the known views nearest it, as it was trained
     (--no-joint: each frame alone). A model trained with a warped known view always has it warped in."""
