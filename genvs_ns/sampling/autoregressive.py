@@ -5,7 +5,8 @@ previous frame (GeNVS's recipe; ``context.py`` chooses them): generated frames b
 later frames stay consistent with what was already shown. Every view is encoded once; its volume is reused by later
 frames. A model trained with ``joint_views`` > 1 also denoises each frame beside the known views nearest it, so that
 the U-Net's attention sees their detail directly, not only the blur of it the feature field carries; one trained with
-``warp_known_view`` is conditioned on the known view nearest each frame warped into it.
+``warp_known_view`` is conditioned on the input nearest each frame warped into it (and with ``warp_fill_views`` on the
+earlier frames nearest it, warped where the input does not see).
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class SampleArgs:
     the nearest of the inputs and earlier frames (sampling/context.py)."""
     joint: bool = True
     """A model trained with joint views: denoise each frame beside the known views nearest it, as it was trained
-    (--no-joint: each frame alone). A model trained with a warped known view always has it warped in."""
+    (--no-joint: each frame alone). A model trained with warped known views always has them warped in."""
     seed: int = 0
     """Same seed, same frames."""
     fps: int = 10
