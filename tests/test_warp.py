@@ -176,3 +176,61 @@ def test_the_residual_base_is_the_warped_view_where_it_sees_the_surface_and_the_
     torch.testing.assert_close(base[0][:, seen], cond[0, 16:19][:, seen] * 2 - 1)
     torch.testing.assert_close(base[0][:, ~seen], cond[0, :3][:, ~seen] * 2 - 1)
     assert (base[1] == 0).all()  # unconditional rows: no base
+
+
+def _warp_cond(seen_share: float = 0.5, size: int = 32) -> torch.Tensor:
+    """Features, then a warped view (RGB times mask) and its mask, as warp.py gives them to the U-Net."""
+    cond = torch.rand(2, 20, size, size)
+    cond[:, 19] = (torch.rand(2, size, size) < seen_share).float()
+    cond[:, 16:19] *= cond[:, 19:20]
+    return cond
+
+
+def test_keeping_the_warped_pixels_keeps_them_where_the_view_sees_and_nothing_else():
+    from genvs_ns.model.denoiser import ConditionedDenoiser
+    from genvs_ns.sampling.diffusion import WarpKeeper
+
+    torch.manual_seed(0)
+    den = ConditionedDenoiser("denoiser_tiny.json", 16, residual=True, extra_channels=4, warp_base=True).eval()
+    cond, x, sigma = _warp_cond(), torch.randn(2, 3, 32, 32), torch.tensor([1.0, 1.0])
+    uncond = torch.tensor([0.0, 1.0])
+    with torch.no_grad():
+        free = den(x, sigma, cond, uncond)
+        kept = WarpKeeper(den, 1.0)(x, sigma, cond, uncond)
+        half = WarpKeeper(den, 0.5)(x, sigma, cond, uncond)
+    seen = cond[0, 19] > 0
+    assert free[0][:, seen].sub(cond[0, 16:19][:, seen] * 2 - 1).abs().max() > 1e-3  # the U-Net does repaint them
+    torch.testing.assert_close(kept[0][:, seen], cond[0, 16:19][:, seen] * 2 - 1)
+    torch.testing.assert_close(kept[0][:, ~seen], free[0][:, ~seen])
+    torch.testing.assert_close(half[0], (free[0] + kept[0]) / 2)
+    torch.testing.assert_close(kept[1], free[1])  # unconditional rows: their features (and mask) are noise
+
+
+def test_samples_keep_the_warped_pixels_by_default_and_repaint_them_at_zero():
+    from genvs_ns.model.denoiser import ConditionedDenoiser
+    from genvs_ns.sampling.diffusion import sample
+
+    torch.manual_seed(0)
+    den = ConditionedDenoiser("denoiser_tiny.json", 16, residual=True, extra_channels=4, warp_base=True).eval()
+    cond = _warp_cond()
+    seen = (cond[:, 19:20] > 0).expand(-1, 3, -1, -1)
+    kept = sample(den, cond, SamplerSettings(steps=3), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(kept[seen], cond[:, 16:19][seen], atol=1e-6, rtol=0)
+    free = sample(den, cond, SamplerSettings(steps=3, keep_warped=0.0), torch.Generator().manual_seed(1))
+    assert (free[seen] - cond[:, 16:19][seen]).abs().max() > 1e-3
+    # A denoiser without a warped base has nothing to keep: the setting changes nothing.
+    plain = ConditionedDenoiser("denoiser_tiny.json", 16, residual=True, extra_channels=4).eval()
+    a = sample(plain, cond, SamplerSettings(steps=3), torch.Generator().manual_seed(1))
+    b = sample(plain, cond, SamplerSettings(steps=3, keep_warped=0.0), torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_keep_warped_is_a_sampler_flag_checked_before_a_model_loads():
+    from dataclasses import fields
+
+    from genvs_ns.sampling import SamplerFlags
+
+    assert {f.name for f in fields(SamplerFlags)} == {f.name for f in fields(SamplerSettings)}
+    assert SamplerFlags(keep_warped=0.0).over(SamplerSettings()).keep_warped == 0.0
+    with pytest.raises(GeNVSError, match="--keep-warped must be between 0 and 1"):
+        SamplerFlags(keep_warped=1.5).check()

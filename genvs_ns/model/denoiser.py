@@ -146,11 +146,16 @@ class ConditionedDenoiser(nn.Module):
         # A fixed shift, not a path for gradients: the renderer learns through unet_cond and its own RGB losses.
         rgb = cond[:, :3].detach()
         if self.warp_at is not None:
-            w = self.warp_at
-            warped, mask = cond[:, w : w + 3].detach(), cond[:, w + 3 : w + 4].detach()
+            warped, mask = cond[:, self.warp_at : self.warp_at + 3].detach(), self.warp_mask(cond)
             rgb = warped + (1 - mask) * rgb
         rgb = to_denoiser_range(rgb)
         return rgb * (1 - uncond.to(rgb.dtype))[:, None, None, None]
+
+    def warp_mask(self, cond: Float[Tensor, "batch C H W"]) -> Float[Tensor, "batch 1 H W"]:
+        """Where the warped known view of the residual base sees the surface (needs ``warp_base``)."""
+        if self.warp_at is None:
+            raise ValueError("this denoiser's residual base is no warped view (warp_base=False)")
+        return cond[:, self.warp_at + 3 : self.warp_at + 4].detach()
 
     def loss(
         self,

@@ -38,6 +38,12 @@ DEFAULT_ETA = 2.0
 # under 0.003 more while the gradient-energy ratio kept falling (cars 0.85 at 0.5; docs/experiments.md, "LPIPS").
 DEFAULT_STEPS = 15
 DEFAULT_S_NOISE = 0.5
+# Keeping the warped known view's pixels where it sees the surface instead of letting the U-Net repaint them
+# (2026-12-05, genvs-tiny's 1600-step warp checkpoints, 3 training seeds, 64 held-out pairs and 4 x 23-frame paths):
+# sample LPIPS 0.240 -> 0.230 (crop 0.382 -> 0.371, every seed; unseen kinds 0.270 -> 0.264; at 3200 steps 0.213 ->
+# 0.205, below a copy of the input on every seed), path last third 0.280 -> 0.271 (PSNR 16.10 -> 15.99), frames 10%
+# closer at true depth (36.0 -> 32.3); docs/experiments.md, "Keeping the warped pixels".
+DEFAULT_KEEP_WARPED = 1.0
 
 
 @dataclass
@@ -62,6 +68,11 @@ class SamplerSettings:
     """Smallest noise level before the last step to 0 (default: the denoiser JSON's)."""
     sigma_max: float | None = None
     """Largest noise level, where sampling starts (default: the denoiser JSON's)."""
+    keep_warped: float = DEFAULT_KEEP_WARPED
+    """Models whose residual base is a warped known view (--pipeline.model.residual-base warp): the share of the
+    U-Net's correction dropped where that view sees the surface. 1 keeps the known view's pixels there as warped (the
+    input's; along a path with warp-fill-views also earlier frames'), 0 lets the U-Net repaint them. No effect on
+    other models."""
 
     def check(self) -> None:
         """One line for a value no sampler can use (a negative sigma_min made the Karras schedule complex)."""
@@ -69,6 +80,7 @@ class SamplerSettings:
         for flag, value in (("--churn", self.churn), ("--eta", self.eta), ("--s-noise", self.s_noise)):
             checks.at_least(flag, value, 0)
         checks.at_least("--guidance-scale", self.guidance_scale, 0)
+        checks.between("--keep-warped", self.keep_warped, 0, 1)
         for flag, value in (("--sigma-min", self.sigma_min), ("--sigma-max", self.sigma_max)):
             if value is not None:
                 checks.greater_than(flag, value, 0)
@@ -89,7 +101,8 @@ EDM_STOCHASTIC_SAMPLING = SamplerSettings(sampler="heun", steps=25, churn=10.0, 
 @dataclass
 class SamplerFlags:
     """How the diffusion samples are drawn; a setting left unset is the model's own default (genvs-tiny:
-    euler_ancestral, 15 steps, eta 2, s_noise 0.5; genvs: EDM's stochastic Heun, 25 steps, churn 10)."""
+    euler_ancestral, 15 steps, eta 2, s_noise 0.5, warped pixels kept; genvs: EDM's stochastic Heun, 25 steps,
+    churn 10)."""
 
     sampler: SamplerName | None = None
     """k-diffusion sampler (those that take a noise schedule)."""
@@ -108,6 +121,9 @@ class SamplerFlags:
     """Smallest noise level before the last step to 0 (default: the model's, else the denoiser JSON's)."""
     sigma_max: float | None = None
     """Largest noise level, where sampling starts (default: the model's, else the denoiser JSON's)."""
+    keep_warped: float | None = None
+    """Models whose residual base is a warped known view: the share of the U-Net's correction dropped where that
+    view sees the surface (1: its pixels kept as warped; 0: repainted as the U-Net likes). No effect on others."""
 
     def over(self, defaults: SamplerSettings) -> SamplerSettings:
         """The settings given here, the model's ``defaults`` for the rest."""

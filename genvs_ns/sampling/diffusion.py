@@ -43,7 +43,7 @@ class GuidedDenoiser(nn.Module):
     and the unconditional flag set. ``guidance_scale`` 1 is plain conditional sampling, 0 unconditional.
     """
 
-    def __init__(self, denoiser: ConditionedDenoiser | JointDenoiser, guidance_scale: float = 1.0) -> None:
+    def __init__(self, denoiser: ConditionedDenoiser | WarpKeeper | JointDenoiser, guidance_scale: float = 1.0) -> None:
         super().__init__()
         self.denoiser = denoiser
         self.guidance_scale = guidance_scale
@@ -59,6 +59,25 @@ class GuidedDenoiser(nn.Module):
         )
         c, u = both.chunk(2)
         return u + self.guidance_scale * (c - u)
+
+
+class WarpKeeper(nn.Module):
+    """k-diffusion model interface for a denoiser whose residual base is a warped known view: its estimate with that
+    view's pixels kept (``keep`` 1) or blended in (0-1) where the view sees the surface. Unconditional rows, whose
+    features are noise, are left as they are.
+
+    Why: at 15 steps the U-Net repaints the warped pixels a little differently in every frame; kept, they are the
+    input's own (and along a path with fill views, earlier frames'), which both scores better by LPIPS and makes
+    frames agree (docs/experiments.md, "Keeping the warped pixels")."""
+
+    def __init__(self, denoiser: ConditionedDenoiser, keep: float) -> None:
+        super().__init__()
+        self.denoiser, self.keep = denoiser, keep
+
+    def forward(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor, views: int = 1) -> Tensor:
+        out = self.denoiser(x, sigma, cond, uncond, views=views)
+        keep = self.keep * self.denoiser.warp_mask(cond) * (1 - uncond.to(cond.dtype))[:, None, None, None]
+        return torch.lerp(out, self.denoiser.prior_mean(cond, uncond).to(out.dtype), keep.to(out.dtype))
 
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -82,7 +101,7 @@ class JointDenoiser(nn.Module):
     estimates are returned; unconditional rows (classifier-free guidance) have their known views' features replaced by
     noise too."""
 
-    def __init__(self, denoiser: ConditionedDenoiser, known: KnownViews, generator: Generators) -> None:
+    def __init__(self, denoiser: ConditionedDenoiser | WarpKeeper, known: KnownViews, generator: Generators) -> None:
         super().__init__()
         self.denoiser, self.generator = denoiser, generator
         self.known_x0, self.known_cond = to_denoiser_range(known.images), known.cond
@@ -164,7 +183,8 @@ def sample(
         # The draw stays on the generator's device: a CUDA generator cannot drive a CPU randint.
         first = generator[0] if isinstance(generator, (list, tuple)) else generator
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=first, device=first.device)))
-    model = GuidedDenoiser(denoiser if known is None else JointDenoiser(denoiser, known, generator), s.guidance_scale)
+    inner = WarpKeeper(denoiser, s.keep_warped) if s.keep_warped > 0 and denoiser.warp_at is not None else denoiser
+    model = GuidedDenoiser(inner if known is None else JointDenoiser(inner, known, generator), s.guidance_scale)
     extra_args = {"cond": cond, "uncond_cond": uncond_cond}
     x0 = fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **kwargs)
     return to_pixels(x0)
