@@ -108,3 +108,9 @@ def test_bad_eval_settings_fail_before_loading_anything(tmp_path):
     with pytest.raises(DataError, match=r"holds results of other settings \(seed differ\)"):
         main(EvalArgs(load_config=config, output_dir=tmp_path / "o", seed=2, **nerf))
     assert (tmp_path / "o" / "per_object.csv").read_text() == "results so far\n"
+    # Paths begun under another path policy (the sampler's defaults of the day) are not continued under this one.
+    earlier = EvalArgs(load_config=config, output_dir=tmp_path / "p", seed=1, **nerf).result_settings()
+    earlier["path_policy"]["fill_views"] = 0
+    claim_output_dir(tmp_path / "p", earlier)
+    with pytest.raises(DataError, match=r"holds results of other settings \(path_policy differ\)"):
+        main(EvalArgs(load_config=config, output_dir=tmp_path / "p", seed=1, **nerf))

@@ -28,7 +28,7 @@ def _plane_view(position: tuple[float, float, float]) -> tuple[torch.Tensor, ...
     return rgb.view(3, SIZE, SIZE), c2w, K, t.view(1, SIZE, SIZE)
 
 
-def _warp(known, target, tolerance=0.05, known_depth=None, opacity=None, known_opacity=None):
+def _warp(known, target, tolerance=0.05, known_depth=None, opacity=None, known_opacity=None, edge_margin=0):
     rgb, c2w, K, depth = known
     _, t_c2w, t_K, t_depth = target
     ones = torch.ones_like(t_depth)
@@ -36,6 +36,7 @@ def _warp(known, target, tolerance=0.05, known_depth=None, opacity=None, known_o
         rgb[None], c2w[None], K[None], (depth if known_depth is None else known_depth)[None],
         (ones if known_opacity is None else known_opacity)[None],
         t_c2w[None], t_K[None], (SIZE, SIZE), t_depth[None], (ones if opacity is None else opacity)[None], tolerance,
+        edge_margin,
     )[0]  # fmt: skip
 
 
@@ -94,6 +95,21 @@ def test_a_later_known_view_fills_only_where_no_earlier_one_sees():
     assert torch.equal(fill_holes([a[None]])[0], a)
 
 
+def test_an_edge_margin_leaves_out_the_known_views_pixels_next_to_its_silhouette():
+    known = _plane_view((0.3, -0.4, 1.5))
+    left = torch.ones_like(known[3])
+    left[..., SIZE // 2 :] = 0  # the known view's render is opaque on its left half only
+    plain = _warp(known, known, known_opacity=left)[3]
+    assert plain[:, SIZE // 2 - 1].sum() > SIZE // 2 and (plain[:, SIZE // 2 :] == 0).all()
+    # Warped onto itself, pixel for pixel: its two columns nearest the silhouette are out, the rest as without.
+    margin = _warp(known, known, known_opacity=left, edge_margin=2)[3]
+    assert (margin[:, SIZE // 2 - 2 :] == 0).all()
+    assert torch.equal(margin[:, : SIZE // 2 - 2], plain[:, : SIZE // 2 - 2])
+    # On a half-resolution render (the renderer's usual size) the margin is still in pixels of the known image.
+    half = left[:, ::2, ::2]
+    assert torch.equal(_warp(known, known, known_opacity=half, edge_margin=2)[3], margin)
+
+
 def _warp_pipeline(data, test_mode: str, fill_views: int = 0):
     torch.manual_seed(0)
     config = tiny_trainer_config(data)
@@ -126,7 +142,7 @@ def test_a_warp_model_trains_and_samples_with_its_known_view(toy32):
 
     args = (images[:1], ds.c2w[views[:1]], ds.K[views[:1]], ds.c2w[views[1:4]], ds.K[views[1:4]])
     # The known view is warped in whatever the joint setting says: the model was trained with it.
-    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy(joint=False))
+    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy(joint=False, fill_views=0))
     assert path.context[0] == ["input0", "warped:input0"] and path.samples.shape == (3, 3, 32, 32)
     assert all(len([n for n in names if n.startswith("warped:")]) == 1 for names in path.context)
 
@@ -155,13 +171,46 @@ def test_a_fill_model_trains_on_its_other_source_views_and_fills_a_path_from_ear
     views = ds.object_images[0]
     images = torch.stack([ds.image(v) for v in views])
     args = (images[:1], ds.c2w[views[:1]], ds.K[views[:1]], ds.c2w[views[1:5]], ds.K[views[1:5]])
-    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy(known="nearest"))
+    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy(known="nearest", fill_views=2))
     warped = [[n for n in names if n.startswith("warped:")] for names in path.context]
     # Up to three known views a frame; the policy puts the nearest first, and the default keeps the input first.
     assert [len(w) for w in warped] == [1, 2, 3, 3] and warped[0] == ["warped:input0"]
-    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy())
+    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy(fill_views=2))
     assert all(names.index("warped:input0") == len(names) - 3 for names in path.context[2:])
     assert path.samples.shape == (4, 3, 32, 32)
+
+
+def test_a_path_fills_from_earlier_frames_as_asked_and_leaves_out_their_edges(toy32, monkeypatch):
+    from genvs_ns.model.network import GeNVSNetwork
+    from genvs_ns.sampling.autoregressive import generate_path
+
+    pipeline = _warp_pipeline(toy32, "test")  # trained without fill views: a path can still fill from earlier frames
+    pipeline.eval()
+    margins = []
+    warp_known = GeNVSNetwork.warp_known
+
+    def recording(self, *args):
+        margins.append(tuple(args[-1]))
+        return warp_known(self, *args)
+
+    monkeypatch.setattr(GeNVSNetwork, "warp_known", recording)
+    ds = pipeline.datamanager.eval_dataset
+    views = ds.object_images[0]
+    images = torch.stack([ds.image(v) for v in views])
+    args = (images[:1], ds.c2w[views[:1]], ds.K[views[:1]], ds.c2w[views[1:5]], ds.K[views[1:5]])
+    path = generate_path(pipeline.model, *args, SamplerSettings(steps=2), ContextPolicy(fill_views=2, known="nearest"))
+    warped = [[n for n in names if n.startswith("warped:")] for names in path.context]
+    assert [len(w) for w in warped] == [1, 2, 3, 3]
+    # The input's pixels up to its silhouette; an earlier frame's only from the policy's margin inwards.
+    assert margins == [tuple(0 if name == "warped:input0" else 2 for name in w) for w in warped]
+    margins.clear()
+    generate_path(pipeline.model, *args, SamplerSettings(steps=2), ContextPolicy())  # the input first, then 4 frames
+    assert margins == [(0,), (0, 2), (0, 2, 2), (0, 2, 2, 2)]
+    margins.clear()
+    generate_path(pipeline.model, *args, SamplerSettings(steps=2), ContextPolicy(fill_views=0))
+    assert margins == [(0,)] * 4
+    with pytest.raises(GeNVSError, match="--fill-views must be at least 0"):
+        ContextPolicy(fill_views=-1).check()
 
 
 def test_the_residual_base_is_the_warped_view_where_it_sees_the_surface_and_the_render_elsewhere():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import k_diffusion as K
 import torch
@@ -197,10 +197,12 @@ class GeNVSModel(Model):
         target_hw: tuple[int, int] | None = None,
         use_ema: bool = True,
         known: tuple[Tensor, Tensor, Tensor] | None = None,
+        edge_margins: Sequence[int] = (),
     ) -> tuple[Float[Tensor, "batch L h w"], Float[Tensor, "batch C H W"]]:
         """The feature image (as ``render_features``) and what the U-Net is conditioned on at the source image size:
         the features upsampled and, for a model trained with warp_known_view, ``known`` (images at the source size,
-        c2w, K: ``[batch, known, ...]``, the first view first) warped into each target at its rendered depth."""
+        c2w, K: ``[batch, known, ...]``, the first view first) warped into each target at its rendered depth, each
+        known view's pixels within its ``edge_margins`` (per view) of its silhouette left out."""
         target_hw = tuple(target_hw or cond.image_hw)
         net = self.network(use_ema)
         out = self._render_image(cond, target_c2w, target_K, target_hw, self.config.feature_hw(cond.image_hw), use_ema)
@@ -210,7 +212,9 @@ class GeNVSModel(Model):
         if known is None:
             raise GeNVSError("this model is conditioned on a known view warped into each new one: none given")
         with self.autocast():
-            warped = net.warp_known(cond, *known, target_c2w, target_K, target_hw, out, self.render_settings(False))
+            warped = net.warp_known(
+                cond, *known, target_c2w, target_K, target_hw, out, self.render_settings(False), edge_margins
+            )
         return out["features"], torch.cat([image, warped.to(image.dtype)], dim=1)
 
     def _render_image(self, cond, c2w, K, target_hw, out_hw, use_ema: bool) -> Dict[str, Tensor]:

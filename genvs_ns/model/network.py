@@ -205,13 +205,15 @@ class GeNVSNetwork(nn.Module):
         target_hw: tuple[int, int],
         target: dict[str, Tensor],
         settings: RenderSettings,
+        edge_margins: Sequence[int] = (),
     ) -> Float[Tensor, "batch 4 H W"]:
         """Each conditioned object's known views carried into its target (warp_known_view is not combined with joint
         views, so one target per object) at the target's rendered ``depth`` and ``accumulation`` (``render_image``'s
         output): the denoiser's extra conditioning channels (warp.py). The first known view's pixels wherever it sees
         the surface, each later view's where no view before it does (the mask: where any does). Each known view's
         depth and opacity, for the occlusion test, are rendered here from the same conditioning at the target's render
-        size."""
+        size. ``edge_margins``: per known view, pixels next to its silhouette that count as unseen (none where not
+        given; warp.known_edge_margin)."""
         if not known.shape[0] == target_c2w.shape[0] == cond.volumes.shape[0]:
             raise ValueError(f"known views of {known.shape[0]} objects for {target_c2w.shape[0]} targets: one each")
         known_hw, hw = tuple(known.shape[-2:]), tuple(target["depth"].shape[-2:])
@@ -231,6 +233,7 @@ class GeNVSNetwork(nn.Module):
                 target["depth"].detach(),
                 target["accumulation"].detach(),
                 WARP_TOLERANCE * settings.radius,
+                edge_margins[view] if view < len(edge_margins) else 0,
             )
             warps.append(warp)
         return fill_holes(warps)

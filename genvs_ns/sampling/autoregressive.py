@@ -5,8 +5,8 @@ previous frame (GeNVS's recipe; ``context.py`` chooses them): generated frames b
 later frames stay consistent with what was already shown. Every view is encoded once; its volume is reused by later
 frames. A model trained with ``joint_views`` > 1 also denoises each frame beside the known views nearest it, so that
 the U-Net's attention sees their detail directly, not only the blur of it the feature field carries; one trained with
-``warp_known_view`` is conditioned on the input nearest each frame warped into it (and with ``warp_fill_views`` on the
-earlier frames nearest it, warped where the input does not see).
+``warp_known_view`` is conditioned on the input nearest each frame warped into it and, where the input does not see,
+on the earlier frames nearest it (the policy's ``fill_views``; their silhouettes' soft edges left out).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def generate_path(
     inputs = [encode(img, c, k) for img, c, k in zip(input_images, input_c2w, input_K)]
     # Known views each frame needs: to be denoised beside (a joint model, unless the policy says no) or warped into it.
     warps = model.config.warp_known_view
-    known_count = known_per_sample(model) if policy.joint or warps else 0
+    known_count = known_per_sample(model, policy.fill_views) if policy.joint or warps else 0
     # Views a frame can be denoised beside: the inputs, then each generated frame as it comes (image, c2w, K).
     known_pool = [(img.cpu(), c.cpu(), k.cpu()) for img, c, k in zip(input_images, input_c2w, input_K)]
     frames: list[Conditioning] = []
@@ -87,7 +87,10 @@ def generate_path(
         if known_count > 0:
             # The known views nearest the new frame (the input, earlier frames), denoised beside it or warped into it.
             picks = nearest_known(i, target_c2w, input_c2w, known_count, policy)
-            known = KnownFrames(*(torch.stack(part)[None].to(device) for part in zip(*(known_pool[j] for j in picks))))
+            parts = (torch.stack(part)[None].to(device) for part in zip(*(known_pool[j] for j in picks)))
+            # Generated frames' soft silhouettes are left out of their warps; the inputs' are the photos' own.
+            margins = tuple(0 if j < len(inputs) else policy.generated_edge_margin for j in picks) if warps else ()
+            known = KnownFrames(*parts, edge_margins=margins)
             role = "warped" if warps else "beside"
             names += [f"{role}:input{j}" if j < len(inputs) else f"{role}:frame{j - len(inputs)}" for j in picks]
         out = render_views(

@@ -29,6 +29,8 @@ class KnownFrames:
     """Pixels in [0, 1]."""
     c2w: Float[Tensor, "batch known 3 4"]
     K: Float[Tensor, "batch known 3 3"]
+    edge_margins: tuple[int, ...] = ()
+    """Per known view, warped: pixels next to its silhouette that count as unseen (none where not given)."""
 
 
 @torch.no_grad()
@@ -55,7 +57,10 @@ def render_views(
         H, W = cond.image_hw
         net = model.network(use_ema)
         views = (known.images, known.c2w, known.K) if known is not None else None
-        features, cond_image = model.denoiser_conditioning(cond, target_c2w, target_K, target_hw, use_ema, views)
+        margins = known.edge_margins if known is not None else ()
+        features, cond_image = model.denoiser_conditioning(
+            cond, target_c2w, target_K, target_hw, use_ema, views, margins
+        )
         joint = None
         if known is not None and model.config.joint_views > 1:
             B, J = known.images.shape[:2]
@@ -97,8 +102,9 @@ def sources_as_known(
     return KnownFrames(images[:, :joint], c2w[:, :joint], K[:, :joint]) if joint > 0 else None
 
 
-def known_per_sample(model: GeNVSModel) -> int:
+def known_per_sample(model: GeNVSModel, fill_views: int | None = None) -> int:
     """How many known views each sample takes: joint_views - 1 to be denoised beside, or one to be warped into it
-    and warp_fill_views more to fill its holes (0: samples need none)."""
+    and ``fill_views`` (default: warp_fill_views, as trained) more to fill its holes (0: samples need none)."""
     config = model.config
-    return max(config.joint_views - 1, (1 + config.warp_fill_views) * int(config.warp_known_view))
+    fill = config.warp_fill_views if fill_views is None else fill_views
+    return max(config.joint_views - 1, (1 + fill) * int(config.warp_known_view))

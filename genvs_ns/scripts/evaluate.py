@@ -32,6 +32,7 @@ from genvs_ns import checks
 from genvs_ns.errors import DataError, GeNVSError, user_errors_exit
 from genvs_ns.evaluation.results import SCORES, ObjectResults, claim_output_dir, commit_hash, read_csv, write_csv
 from genvs_ns.sampling import SamplerFlags
+from genvs_ns.sampling.context import ContextPolicy
 from genvs_ns.scripts.checkpoint import check_model_source
 
 # "input": the input view itself, unchanged, scored as if it were the prediction: the baseline a generative model
@@ -122,6 +123,9 @@ class EvalArgs:
         settings["data"] = str(Path(settings["data"]).resolve()) if settings["data"] is not None else None
         # Folders of the first genvs-eval (one noise generator per object) are not continued with these draws.
         settings["noise_seeds"] = "per image: (seed, object, view)"
+        # The consistency paths follow the sampler's path defaults, which change with what is measured (fill views
+        # since 2026-12-05): a folder's paths are continued only under the policy they began with.
+        settings["path_policy"] = asdict(ContextPolicy())
         return settings
 
 
@@ -220,7 +224,6 @@ def _consistency(args: EvalArgs, model, ds, objects: list) -> None:
     appended per object, resumable."""
     from genvs_ns.evaluation.metrics import lpips_network
     from genvs_ns.evaluation.paths import CONSISTENCY_FIELDS, consistency_row
-    from genvs_ns.sampling.context import ContextPolicy
 
     path = args.output_dir / "consistency.csv"
     done = {(row["object"], row["path"]) for row in read_csv(path)}

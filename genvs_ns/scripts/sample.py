@@ -81,6 +81,11 @@ class SampleArgs:
     """Which known views a model trained with a warped known view (or joint views) takes for each frame: the nearest
     input, then (where it takes more) the nearest of the other inputs and earlier frames; the nearest inputs only; or
     the nearest of the inputs and earlier frames (sampling/context.py)."""
+    fill_views: int = ContextPolicy.fill_views
+    """A model trained with a warped known view: up to this many more known views after the first (other inputs,
+    earlier frames) warped into each frame, each where the views before it do not see (sampling/context.py)."""
+    generated_edge_margin: int = ContextPolicy.generated_edge_margin
+    """Pixels next to a warped earlier frame's silhouette that count as unseen (its soft edge is not the object's)."""
     joint: bool = True
     """A model trained with joint views: denoise each frame beside the known views nearest it, as it was trained
     (--no-joint: each frame alone). A model trained with warped known views always has them warped in."""
@@ -137,6 +142,7 @@ class SampleArgs:
         return ContextPolicy(
             self.autoregressive, self.max_earlier_frames, earlier=self.earlier_frames,
             joint=self.joint, generated_weight=self.generated_frame_weight, known=self.known_views,
+            fill_views=self.fill_views, generated_edge_margin=self.generated_edge_margin,
         )  # fmt: skip
 
 
