@@ -71,8 +71,8 @@ class SamplerSettings:
     keep_warped: float = DEFAULT_KEEP_WARPED
     """Models whose residual base is a warped known view (--pipeline.model.residual-base warp): the share of the
     U-Net's correction dropped where that view sees the surface. 1 keeps the known view's pixels there as warped (the
-    input's; along a path with warp-fill-views also earlier frames'), 0 lets the U-Net repaint them. No effect on
-    other models."""
+    input's; along a path also earlier frames' where the input does not see: ContextPolicy.fill_views), 0 lets the
+    U-Net repaint them. No effect on other models."""
 
     def check(self) -> None:
         """One line for a value no sampler can use (a negative sigma_min made the Karras schedule complex)."""

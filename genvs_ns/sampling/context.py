@@ -34,9 +34,10 @@ class ContextPolicy:
     warp-known-view always has its known views warped in.)"""
     # Why not "nearest" (genvs-tiny with the warp, 3 training seeds x 4 cars x 23 frames): warping the nearest earlier
     # frame first resamples every frame from the one before, and the blur compounds: last-third LPIPS 0.300 against
-    # 0.283 for frames sampled on the input alone; from the input only, 0.280 (PSNR 16.10 against 16.04). With one
-    # known view a frame "input-first" is "inputs"; with more (warp-fill-views, joint views) the others come from
-    # earlier frames too. (The joint-view runs of 2026-12-05 were measured with "nearest".)
+    # 0.283 for frames sampled on the input alone; from the input only, 0.280 (PSNR 16.10 against 16.04). With 4 fill
+    # views (8 cars): "nearest" agrees more (16% against 10%) but loses the input's sharp pixels (last-third LPIPS
+    # 0.271 against 0.261). With one known view a frame "input-first" is "inputs"; with more (fill_views, joint views)
+    # the others come from earlier frames too. (The joint-view runs of 2026-12-05 were measured with "nearest".)
     known: Literal["input-first", "inputs", "nearest"] = "input-first"
     """The known views a joint model denoises each frame beside, or a warp model warps into it: the nearest input
     first, then those nearest the new frame among the other inputs and (autoregressive) earlier frames; the nearest
