@@ -16,9 +16,10 @@ flushed, as the pipeline sets them on the CPU (genvs_ns/cpu_runtime.py). Numbers
   many points, and the time the whole would have to take to reach half the fp32 matmul rate;
 - denoiser: denoiser evaluations/s (batch 1, no grad) of the tiny U-Net at 64 px and the paper U-Net at 128 px;
 - step_profile: what one paper-size training step (2 objects, 3 source views, 128 px, the model's autocast, the EMA
-  update) asks of the framework, counted with torch.profiler: aten operators, dtype casts (aten::_to_copy), host
-  reads of tensor values (aten::_local_scalar_dense: .item(), bool(), float() of a tensor; on a GPU each one waits
-  for it), and the step time; on CUDA also kernel launches and the GPU's busy share of the step.
+  update) asks of the framework, counted with torch.profiler: aten operators, copies by .to() (aten::_to_copy: tensor
+  dtype casts, Python numbers cast for an operator, memory-format copies), host reads of tensor values
+  (aten::_local_scalar_dense: .item(), bool(), float() of a tensor; on a GPU each one waits for it), and the step
+  time; on CUDA also kernel launches and the GPU's busy share of the step.
 """
 
 from __future__ import annotations
@@ -110,16 +111,56 @@ def _outside(events, name: str, ancestor_prefix: str) -> int:
     """Events called ``name`` (or, ending in ``::``, whose name starts with it) with no ancestor whose name starts
     with ``ancestor_prefix``."""
 
-    def inside(event) -> bool:
-        parent = event.cpu_parent
-        while parent is not None:
-            if parent.name.startswith(ancestor_prefix):
-                return True
-            parent = parent.cpu_parent
-        return False
-
     named = (lambda n: n.startswith(name)) if name.endswith("::") else (lambda n: n == name)
-    return sum(1 for e in events if named(e.name) and not inside(e))
+    return sum(1 for e in events if named(e.name) and not _inside(e, ancestor_prefix))
+
+
+def _inside(event, ancestor_prefix: str) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith(ancestor_prefix):
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def _to_copy_kinds(events, outside: str | None = None) -> dict[str, int]:
+    """``aten::_to_copy`` calls (every ``.to()`` that copies) by what they copy: ``tensor_dtype_casts`` (a tensor to
+    another dtype: autocast's weight casts, their gradients cast back), ``scalar_casts`` (a 0-dim input: a Python number
+    an operator wrapped as a host tensor and converts to its operand's dtype; ``x * 0.5`` makes one) and
+    ``layout_copies`` (no other dtype asked for: a memory-format or device copy, as oneDNN's convolution backward makes
+    of channels-last weights). With ``outside``, only calls with no ancestor whose name starts with it. Needs a profile
+    with record_shapes."""
+    kinds = {"tensor_dtype_casts": 0, "scalar_casts": 0, "layout_copies": 0}
+    names = _dtype_names()
+    for event in events:
+        if event.name != "aten::_to_copy" or (outside is not None and _inside(event, outside)):
+            continue
+        shape = event.input_shapes[0] if event.input_shapes else None
+        asked = event.concrete_inputs[1] if len(event.concrete_inputs) > 1 else None
+        same = asked is None or names.get(asked) == (event.input_dtypes[0] if event.input_dtypes else None)
+        kinds["scalar_casts" if shape == [] else "layout_copies" if same else "tensor_dtype_casts"] += 1
+    return kinds
+
+
+@functools.cache
+def _dtype_names() -> dict[int, str]:
+    """The profiler records a ``.to()``'s dtype argument as its ScalarType number and its input's dtype as a C++ type
+    name: which number is which name, read off profiles of known casts (an unknown number counts as a dtype cast)."""
+    import torch
+    from torch.profiler import profile
+
+    dtypes = [torch.uint8, torch.int8, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32,
+              torch.float64, torch.bool]  # fmt: skip
+    names = {}
+    for dtype in dtypes:
+        other = torch.float64 if dtype == torch.float32 else torch.float32
+        with profile(record_shapes=True) as prof:
+            torch.zeros(2, dtype=dtype).to(other)
+            torch.zeros(2, dtype=other).to(dtype)
+        casts = [e for e in prof.events() if e.name == "aten::_to_copy"]
+        names[casts[1].concrete_inputs[1]] = casts[0].input_dtypes[0]
+    return names
 
 
 def step_profile(compile: str = "auto") -> dict:
@@ -139,7 +180,7 @@ def step_profile(compile: str = "auto") -> dict:
 
         times = _timeit(synced_step, 3, 3)  # a compiled U-Net compiles in the first
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-        with profile(activities=activities) as prof:
+        with profile(activities=activities, record_shapes=True) as prof:
             synced_step()
     events = prof.key_averages()
     count = {e.key: e.count for e in events}
@@ -151,17 +192,18 @@ def step_profile(compile: str = "auto") -> dict:
         "compile": compile,
         "median_step_s": round(statistics.median(times), 3),
         "aten_operators": sum(n for k, n in count.items() if k.startswith("aten::")),
-        "dtype_casts": count.get("aten::_to_copy", 0),
+        # Every copying .to(), as the issue counted them (its "dtype casts"), and split by what they copy.
+        "to_copy_calls": count.get("aten::_to_copy", 0),
+        **_to_copy_kinds(prof.events()),
         "host_reads": count.get("aten::_local_scalar_dense", 0),
         # The CPU's fused Adam reads each parameter's step counter inside its kernel (~750 a step here, no wait on a
         # CPU; on CUDA the counters stay on the device): the reads the step's own code makes are the others.
         "host_reads_outside_fused_adam": _outside(prof.events(), "aten::_local_scalar_dense", "aten::_fused_adam"),
-        "dtype_casts_outside_fused_adam": _outside(prof.events(), "aten::_to_copy", "aten::_fused_adam"),
         # On the CPU torch's Adam/AdamW step also increments every parameter's step counter one tensor at a time
-        # (_foreach_add_ has no CPU kernel: an add_ and a cast each, 783 here); on CUDA that is one fused kernel.
-        # What the model's own forward, backward and EMA ask for are the figures outside the optimizer step.
+        # (_foreach_add_ has no CPU kernel: an add_ and a scalar cast each, 783 here); on CUDA that is one fused
+        # kernel. What the model's own forward, backward and EMA ask for are the figures outside the optimizer step.
         "aten_operators_outside_optimizer": _outside(prof.events(), "aten::", "Optimizer.step"),
-        "dtype_casts_outside_optimizer": _outside(prof.events(), "aten::_to_copy", "Optimizer.step"),
+        "outside_optimizer": _to_copy_kinds(prof.events(), outside="Optimizer.step"),
         "top_operators": dict(sorted(((k, n) for k, n in count.items() if k.startswith("aten::")),
                                      key=lambda kv: -kv[1])[:12]),
     }  # fmt: skip

@@ -1,4 +1,5 @@
-"""--pipeline.model.compile: the compiled training U-Net computes what the eager one does (loss and gradients)."""
+"""--pipeline.model.compile: the compiled training U-Net and encoder compute what the eager ones do (outputs and
+gradients)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from genvs_ns.model.denoiser import ConditionedDenoiser
+from genvs_ns.model.encoder import DeepLabV3PlusEncoder
 
 # A U-Net as small as k-diffusion's image_v1 allows, with attention, so compiling it on 2 cores takes seconds.
 TINY = {
@@ -44,6 +46,26 @@ def test_compiled_and_eager_unets_agree(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_compiled_and_eager_encoders_agree():
+    torch.manual_seed(0)
+    eager = DeepLabV3PlusEncoder(16, 8, (16, 16), 32)
+    compiled = DeepLabV3PlusEncoder(16, 8, (16, 16), 32)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile(dynamic=False)  # as GeNVSModel does with compile "on"
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    images, weights = torch.rand(2, 3, 64, 64), torch.randn(2, 16, 8, 16, 16)
+    results = []
+    for enc in (eager, compiled):
+        volumes = enc(images)
+        (volumes * weights).mean().backward()
+        results.append((volumes.detach(), [p.grad.clone() for p in enc.parameters()]))
+    (out_e, grads_e), (out_c, grads_c) = results
+    torch.testing.assert_close(out_c, out_e, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads_c, grads_e):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+
+
 def test_compile_auto_is_on_for_cuda_only(toy32):
     from conftest import tiny_trainer_config
 
@@ -51,3 +73,16 @@ def test_compile_auto_is_on_for_cuda_only(toy32):
     pipeline = config.pipeline.setup(device="cpu", test_mode="val")
     inner = pipeline.model.net.denoiser.denoiser.inner_model
     assert pipeline.model.config.compile == "auto" and inner._compiled_call_impl is None
+    assert pipeline.model.net.encoder._compiled_call_impl is None
+
+
+def test_compile_on_compiles_the_training_unet_and_encoder_not_the_ema(toy32):
+    from conftest import tiny_trainer_config
+
+    config = tiny_trainer_config(toy32)
+    config.pipeline.model.compile = "on"
+    net = config.pipeline.setup(device="cpu", test_mode="val").model
+    compiled = [net.net.denoiser.denoiser.inner_model, net.net.encoder]
+    assert all(m._compiled_call_impl is not None for m in compiled)  # compiled lazily, at the first training step
+    eager = [net.ema.denoiser.denoiser.inner_model, net.ema.encoder]
+    assert all(m._compiled_call_impl is None for m in eager)

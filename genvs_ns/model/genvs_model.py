@@ -55,8 +55,12 @@ class GeNVSModel(Model):
         device = torch.device(self.kwargs.get("device", "cpu"))
         if self.config.compile == "on" or (self.config.compile == "auto" and device.type == "cuda"):
             # In place, so the state dict keeps its keys; compiled at the first training step. Shapes are static
-            # there (a fixed batch of objects, the images' size), so dynamic=False.
+            # there (a fixed batch of objects, the images' size), so dynamic=False: the U-Net sees one shape, the
+            # encoder one per source-view count (1-3 by default: three graphs, under dynamo's limit of eight).
             self.net.denoiser.denoiser.inner_model.compile(dynamic=False)
+            # Eager under autocast, the encoder cast each fp32 weight to bf16 and its gradient back every step (175
+            # of the compiled step's 239 tensor casts on the CPU; 1,443 of 22,862 operators: scripts/benchmark.py).
+            self.net.encoder.compile(dynamic=False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         # Mirrors of ema_updates and of the trainer's step as Python ints: reading a CUDA tensor every step would wait
         # for the GPU. None until the first training callback (after a checkpoint has been loaded).

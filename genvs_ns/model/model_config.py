@@ -124,10 +124,10 @@ class GeNVSModelConfig(ModelConfig):
     """Karras augmentation, when the denoiser JSON has "augment_wrapper": true: probability of each transform (flips,
     scale, rotation, anisotropy, translation), applied alike to the target and its feature image."""
     compile: Literal["auto", "on", "off"] = "auto"
-    """torch.compile the training U-Net (the EMA copy that samples stays eager): fuses the autocast casts, GroupNorm
-    and GELU of k-diffusion's blocks into few kernels. "auto": on CUDA only; on the CPU it compiled for 140 s and ran
-    no faster (genvs-tiny U-Net forward+backward 0.32 s against 0.30 s eager; a paper-size step of 2 objects 2.33 s
-    against 2.48 s, with inductor's cache warm)."""
+    """torch.compile the training U-Net and encoder (the EMA copy that samples stays eager): fuses the autocast casts,
+    GroupNorm and GELU of k-diffusion's blocks, and the encoder's weight casts, into few kernels. "auto": on CUDA only;
+    on the CPU it compiled for 140 s and ran no faster (genvs-tiny U-Net forward+backward 0.32 s against 0.30 s eager;
+    a paper-size step of 2 objects 2.33 s against 2.48 s, with inductor's cache warm)."""
     precision: Precision = "auto"
     """Autocast of the encoder, field MLP and U-Net (geometry and compositing stay fp32): "auto" is bf16 where the
     device has it natively (CUDA from Ampere on; CPUs with AVX512 or AMX) and fp32 elsewhere; "fp16" (V100, T4)
