@@ -81,8 +81,8 @@ def test_compile_on_compiles_the_training_unet_and_encoder_not_the_ema(toy32):
 
     config = tiny_trainer_config(toy32)
     config.pipeline.model.compile = "on"
-    net = config.pipeline.setup(device="cpu", test_mode="val").model
-    compiled = [net.net.denoiser.denoiser.inner_model, net.net.encoder]
+    model = config.pipeline.setup(device="cpu", test_mode="val").model
+    compiled = [model.net.denoiser.denoiser.inner_model, model.net.encoder]
     assert all(m._compiled_call_impl is not None for m in compiled)  # compiled lazily, at the first training step
-    eager = [net.ema.denoiser.denoiser.inner_model, net.ema.encoder]
+    eager = [model.ema.denoiser.denoiser.inner_model, model.ema.encoder]
     assert all(m._compiled_call_impl is None for m in eager)
