@@ -16,7 +16,9 @@ ratio; LPIPS on both where its weights are on disk, see genvs-lpips-weights):
   (``nerf_autoregressive``) and on the input alone (``nerf_input_only``): PSNR and LPIPS of each path's first and last
   thirds, and where the data set has depth maps (``genvs-toy-data --depth``) the colour disagreement between frames at
   the true geometry (``true_depth_disagreement``: mean |difference| of corresponding points, in 1/255), with the ground
-  truth's and unrelated (shuffled) frames' as its floor and ceiling;
+  truth's and unrelated (shuffled) frames' as its floor and ceiling; and the same disagreement at each path's own
+  rendered geometry (``rendered_depth_disagreement``: how well the frames agree with each other where the model puts
+  the surface; the ground truth's there measures what that geometry's errors alone cost);
 - ``denoiser_by_sigma`` (``--sigma-sweep``): MSE (in [0, 1] image units) of the denoiser's one-step estimate of the
   target at fixed noise levels, beside the render's own MSE (the estimate "the sample is the render");
 - ``trajectory`` (``--trajectory``): per sampler step, the denoised estimate's crop PSNR and gradient-energy ratio.
@@ -221,6 +223,8 @@ def _autoregressive(model, ds, args: QualityArgs, settings: SamplerSettings, sco
     per_image: dict[str, list[dict]] = {name: [] for name in names}
     per_object: dict[str, list[list[dict]]] = {name: [] for name in names}
     disagreement: dict[str, list[float]] = {name: [] for name in (*names, "ground_truth", "shuffled_ground_truth")}
+    # At each path's own rendered depth (the NeRF RGB's and the ground truth's at the autoregressive path's).
+    at_rendered: dict[str, list[float]] = {name: [] for name in (*names, "ground_truth")}
     for obj in range(min(args.autoregressive_objects, ds.num_objects)):
         source = ds.view_image(obj, 64)
         others = [i for i in ds.object_images[obj] if i != source]
@@ -260,6 +264,12 @@ def _autoregressive(model, ds, args: QualityArgs, settings: SamplerSettings, sco
                 l1 = reprojection_consistency(sequence, depth, covered, c2w, K).l1
                 if l1 is not None:
                     disagreement[name].append(l1 * 255)
+        c2w, K = ds.c2w[targets], ds.K[targets]
+        for name, sequence in {**frames, "ground_truth": truth}.items():
+            path = paths[name in ("sample_input_only", "nerf_input_only")]
+            l1 = reprojection_consistency(sequence, path.depth, path.accumulation, c2w, K).l1
+            if l1 is not None:
+                at_rendered[name].append(l1 * 255)
 
     def mean_thirds(objects: list[list[dict]], key: str) -> dict:
         firsts, lasts = zip(*(thirds([x[key] for x in frames]) for frames in objects))
@@ -276,6 +286,7 @@ def _autoregressive(model, ds, args: QualityArgs, settings: SamplerSettings, sco
                 result[name].update(mean_thirds(per_object[name], key))
     if any(disagreement.values()):
         result["true_depth_disagreement"] = {name: round(sum(v) / len(v), 3) for name, v in disagreement.items() if v}
+    result["rendered_depth_disagreement"] = {name: round(sum(v) / len(v), 3) for name, v in at_rendered.items() if v}
     return result
 
 
