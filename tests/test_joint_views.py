@@ -151,12 +151,12 @@ def test_known_views_are_noised_to_the_current_level_and_only_new_views_come_bac
 def test_the_known_views_nearest_a_frame_come_from_the_inputs_and_earlier_frames():
     inputs = _cameras([0.0])
     frames = _cameras([20.0, 40.0, 60.0, 55.0])
-    nearest = ContextPolicy(known="nearest")
+    nearest = ContextPolicy(known_views="nearest")
     assert nearest_known(0, frames, inputs, 1, nearest) == [0]  # only the input is known
     assert nearest_known(3, frames, inputs, 2, nearest) == [3, 2]  # frames 2 and 1 (inputs come first)
-    assert nearest_known(3, frames, inputs, 2, ContextPolicy(autoregressive=False, known="nearest")) == [0]
+    assert nearest_known(3, frames, inputs, 2, ContextPolicy(autoregressive=False, known_views="nearest")) == [0]
     assert nearest_known(3, frames, inputs, 5, nearest) == [3, 2, 1, 0]
-    assert nearest_known(3, frames, inputs, 5, ContextPolicy(known="inputs")) == [0]
+    assert nearest_known(3, frames, inputs, 5, ContextPolicy(known_views="inputs")) == [0]
     # The default: the nearest input first, wherever it lies, then the nearest of the rest.
     assert nearest_known(3, frames, inputs, 5, ContextPolicy()) == [0, 3, 2, 1]
     two_inputs = _cameras([0.0, 180.0])

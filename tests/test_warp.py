@@ -171,7 +171,7 @@ def test_a_fill_model_trains_on_its_other_source_views_and_fills_a_path_from_ear
     views = ds.object_images[0]
     images = torch.stack([ds.image(v) for v in views])
     args = (images[:1], ds.c2w[views[:1]], ds.K[views[:1]], ds.c2w[views[1:5]], ds.K[views[1:5]])
-    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy(known="nearest", fill_views=2))
+    path = generate_path(model, *args, SamplerSettings(steps=2), ContextPolicy(known_views="nearest", fill_views=2))
     warped = [[n for n in names if n.startswith("warped:")] for names in path.context]
     # Up to three known views a frame; the policy puts the nearest first, and the default keeps the input first.
     assert [len(w) for w in warped] == [1, 2, 3, 3] and warped[0] == ["warped:input0"]
@@ -198,7 +198,9 @@ def test_a_path_fills_from_earlier_frames_as_asked_and_leaves_out_their_edges(to
     views = ds.object_images[0]
     images = torch.stack([ds.image(v) for v in views])
     args = (images[:1], ds.c2w[views[:1]], ds.K[views[:1]], ds.c2w[views[1:5]], ds.K[views[1:5]])
-    path = generate_path(pipeline.model, *args, SamplerSettings(steps=2), ContextPolicy(fill_views=2, known="nearest"))
+    path = generate_path(
+        pipeline.model, *args, SamplerSettings(steps=2), ContextPolicy(fill_views=2, known_views="nearest")
+    )
     warped = [[n for n in names if n.startswith("warped:")] for names in path.context]
     assert [len(w) for w in warped] == [1, 2, 3, 3]
     # The input's pixels up to its silhouette; an earlier frame's only from the policy's margin inwards.

@@ -1,7 +1,7 @@
 """Autoregressive generation along a camera path.
 
-Each new frame is sampled conditioned on the input view(s), up to ``max_earlier`` earlier generated frames and the
-previous frame (GeNVS's recipe; ``context.py`` chooses them): generated frames become source views of their own, so
+Each new frame is sampled conditioned on the input view(s), up to ``max_earlier_frames`` earlier generated frames and
+the previous frame (GeNVS's recipe; ``context.py`` chooses them): generated frames become source views of their own, so
 later frames stay consistent with what was already shown. Every view is encoded once; its volume is reused by later
 frames. A model trained with ``joint_views`` > 1 also denoises each frame beside the known views nearest it, so that
 the U-Net's attention sees their detail directly, not only the blur of it the feature field carries; one trained with
@@ -73,7 +73,7 @@ def generate_path(
         names = [f"input{k}" for k in range(len(inputs))]
         views = list(inputs)
         chosen = choose_context(i, target_c2w, policy, picker)
-        views += [frames[j].weighted(policy.generated_weight) for j in chosen]
+        views += [frames[j].weighted(policy.generated_frame_weight) for j in chosen]
         names += [f"frame{j}" for j in chosen]
         steps: list[Tensor] = []
 

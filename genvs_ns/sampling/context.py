@@ -20,14 +20,14 @@ class ContextPolicy:
     """Which views condition each new frame: the input view(s) always, then earlier generated frames."""
 
     autoregressive: bool = True
-    """False: every frame is conditioned on the input view(s) alone."""
-    max_earlier: int = 4
-    """Up to this many earlier generated frames (besides the previous frame)."""
+    """Condition each frame on earlier generated frames as well (--no-autoregressive: on the input view(s) alone)."""
+    max_earlier_frames: int = 4
+    """Autoregressive: up to this many earlier generated frames besides the previous one."""
     include_previous: bool = True
-    """Always condition on the frame just before."""
-    earlier: Literal["random", "nearest"] = "random"
-    """How the earlier frames are chosen: at random (GeNVS's recipe), or those whose cameras are nearest the new
-    frame's (by the angle between camera positions seen from the object's centre)."""
+    """Autoregressive: always condition on the frame just before."""
+    earlier_frames: Literal["random", "nearest"] = "random"
+    """Autoregressive: how the earlier frames are chosen: at random (GeNVS's recipe), or those whose cameras are
+    nearest the new frame's (by the angle between camera positions seen from the object's centre)."""
     joint: bool = True
     """With a model trained with joint-views > 1: denoise each frame beside the known views nearest it (the input(s),
     and earlier frames when autoregressive), as it was trained. False: every frame alone. (A model trained with
@@ -38,7 +38,7 @@ class ContextPolicy:
     # views (8 cars): "nearest" agrees more (16% against 10%) but loses the input's sharp pixels (last-third LPIPS
     # 0.271 against 0.261). With one known view a frame "input-first" is "inputs"; with more (fill_views, joint views)
     # the others come from earlier frames too. (The joint-view runs of 2026-12-05 were measured with "nearest".)
-    known: Literal["input-first", "inputs", "nearest"] = "input-first"
+    known_views: Literal["input-first", "inputs", "nearest"] = "input-first"
     """The known views a joint model denoises each frame beside, or a warp model warps into it: the nearest input
     first, then those nearest the new frame among the other inputs and (autoregressive) earlier frames; the nearest
     among the input(s) only; or the nearest among the input(s) and earlier frames."""
@@ -59,16 +59,16 @@ class ContextPolicy:
     # sampled on the input alone); at 0.1 they are no worse (0.276, PSNR +0.16 dB; unseen kinds 0.285 against 0.288)
     # and the NeRF RGB conditioned on generated frames is as good as on the input alone (LPIPS 0.313 / 0.313; 0.25:
     # 0.321; 0.03: like 0.1).
-    generated_weight: float = 0.1
-    """How much a generated frame counts against an input view where both see a point (1: alike): below 1 the
-    input's features win where it sees the point and generated frames fill in where it does not."""
+    generated_frame_weight: float = 0.1
+    """Autoregressive: how much a generated frame counts against an input view where both see a point, in (0, 1]
+    (1: alike): below 1 the input's features win where it sees the point and generated frames fill in where not."""
 
     def check(self) -> None:
-        checks.at_least("--max-earlier-frames", self.max_earlier, 0)
+        checks.at_least("--max-earlier-frames", self.max_earlier_frames, 0)
         checks.at_least("--fill-views", self.fill_views, 0)
         checks.at_least("--generated-edge-margin", self.generated_edge_margin, 0)
-        if not 0 < self.generated_weight <= 1:
-            raise GeNVSError(f"--generated-frame-weight must be in (0, 1], not {self.generated_weight}")
+        if not 0 < self.generated_frame_weight <= 1:
+            raise GeNVSError(f"--generated-frame-weight must be in (0, 1], not {self.generated_frame_weight}")
 
 
 def choose_context(
@@ -82,8 +82,8 @@ def choose_context(
         return []
     previous = [frame - 1] if policy.include_previous else []
     earlier = [j for j in range(frame) if j not in previous]
-    k = min(policy.max_earlier, len(earlier))
-    if policy.earlier == "random":
+    k = min(policy.max_earlier_frames, len(earlier))
+    if policy.earlier_frames == "random":
         chosen = picker.sample(earlier, k)
     else:
         positions = _directions(c2w)
@@ -104,15 +104,15 @@ def nearest_known(
     count: int,
     policy: ContextPolicy,
 ) -> list[int]:
-    """The ``count`` known views for frame ``frame``, for joint denoising or warping, as ``policy.known`` says (nearest
-    by the angle between cameras seen from the object's centre): indices into the inputs followed by the frames before
-    ``frame`` (those only when the policy is autoregressive and does not keep to the inputs); fewer where fewer are
-    known."""
-    earlier = policy.autoregressive and policy.known != "inputs"
+    """The ``count`` known views for frame ``frame``, for joint denoising or warping, as ``policy.known_views`` says
+    (nearest by the angle between cameras seen from the object's centre): indices into the inputs followed by the
+    frames before ``frame`` (those only when the policy is autoregressive and does not keep to the inputs); fewer where
+    fewer are known."""
+    earlier = policy.autoregressive and policy.known_views != "inputs"
     known = torch.cat([input_c2w.to(c2w), c2w[:frame] if earlier else c2w[:0]])
     closeness = _directions(known) @ _directions(c2w[frame : frame + 1])[0]
     order = torch.argsort(-closeness, stable=True).tolist()
-    if policy.known == "input-first":
+    if policy.known_views == "input-first":
         first = next(i for i in order if i < len(input_c2w))
         order = [first] + [i for i in order if i != first]
     return order[:count]

@@ -68,27 +68,9 @@ class SampleArgs:
     """How each frame's diffusion sample is drawn (unset: the model's default)."""
     unconditional: bool = False
     """Ignore the input: sample from the unconditional branch (guidance scale 0)."""
-    autoregressive: bool = True
-    """Condition each frame on earlier frames as well (--no-autoregressive: on the input alone)."""
-    max_earlier_frames: int = 4
-    """Autoregressive: up to this many earlier frames besides the previous one."""
-    earlier_frames: Literal["random", "nearest"] = "random"
-    """Autoregressive: which earlier frames, at random or those whose cameras are nearest the new frame's."""
-    generated_frame_weight: float = 0.1
-    """Autoregressive: how much a generated frame counts against the input view(s) where both see a point (0-1]:
-    below 1 the input's own features win where it sees the point (sampling/context.py)."""
-    known_views: Literal["input-first", "inputs", "nearest"] = "input-first"
-    """Which known views a model trained with a warped known view (or joint views) takes for each frame: the nearest
-    input, then (where it takes more) the nearest of the other inputs and earlier frames; the nearest inputs only; or
-    the nearest of the inputs and earlier frames (sampling/context.py)."""
-    fill_views: int = ContextPolicy.fill_views
-    """A model trained with a warped known view: up to this many more known views after the first (other inputs,
-    earlier frames) warped into each frame, each where the views before it do not see (sampling/context.py)."""
-    generated_edge_margin: int = ContextPolicy.generated_edge_margin
-    """Pixels next to a warped earlier frame's silhouette that count as unseen (its soft edge is not the object's)."""
-    joint: bool = True
-    """A model trained with joint views: denoise each frame beside the known views nearest it, as it was trained
-    (--no-joint: each frame alone). A model trained with warped known views always has them warped in."""
+    context: tyro.conf.OmitArgPrefixes[ContextPolicy] = field(default_factory=ContextPolicy)
+    """Which views condition each frame: the input(s), earlier frames, the known views warped in
+    (sampling/context.py)."""
     seed: int = 0
     """Same seed, same frames."""
     fps: int = 10
@@ -131,19 +113,12 @@ class SampleArgs:
             raise GeNVSError("--trajectory dataset needs a data set object, not --image")
         checks.at_least("--num-frames", self.num_frames, 1)
         self.sampling.check()
-        self.context().check()
+        self.context.check()
         checks.seed("--seed", self.seed)
         checks.between("--fps", self.fps, 1, 240)
         checks.between("--video-scale", self.video_scale, 1, 16)
         if not self.formats:
             raise GeNVSError("--formats needs at least one of mp4, gif, webp")
-
-    def context(self) -> ContextPolicy:
-        return ContextPolicy(
-            self.autoregressive, self.max_earlier_frames, earlier=self.earlier_frames,
-            joint=self.joint, generated_weight=self.generated_frame_weight, known=self.known_views,
-            fill_views=self.fill_views, generated_edge_margin=self.generated_edge_margin,
-        )  # fmt: skip
 
 
 @dataclass
@@ -252,7 +227,7 @@ def generate(args: SampleArgs, inputs: Inputs, path: CameraPath, settings: Sampl
             progress.reset(steps_task)
 
         result = generate_path(
-            inputs.model, inputs.images, inputs.c2w, inputs.K, path.c2w, path.K, settings, args.context(), args.seed,
+            inputs.model, inputs.images, inputs.c2w, inputs.K, path.c2w, path.K, settings, args.context, args.seed,
             save_progress=args.save_progress, on_frame=on_frame, on_step=lambda info: progress.advance(steps_task),
         )  # fmt: skip
     return result, time.perf_counter() - start
