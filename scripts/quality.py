@@ -223,7 +223,7 @@ def _autoregressive(model, ds, args: QualityArgs, settings: SamplerSettings, sco
     per_image: dict[str, list[dict]] = {name: [] for name in names}
     per_object: dict[str, list[list[dict]]] = {name: [] for name in names}
     disagreement: dict[str, list[float]] = {name: [] for name in (*names, "ground_truth", "shuffled_ground_truth")}
-    # At each path's own rendered depth (the NeRF RGB's and the ground truth's at the autoregressive path's).
+    # At each path's own rendered depth (the ground truth's at the autoregressive path's).
     at_rendered: dict[str, list[float]] = {name: [] for name in (*names, "ground_truth")}
     for obj in range(min(args.autoregressive_objects, ds.num_objects)):
         source = ds.view_image(obj, 64)
@@ -266,7 +266,7 @@ def _autoregressive(model, ds, args: QualityArgs, settings: SamplerSettings, sco
                     disagreement[name].append(l1 * 255)
         c2w, K = ds.c2w[targets], ds.K[targets]
         for name, sequence in {**frames, "ground_truth": truth}.items():
-            path = paths[name in ("sample_input_only", "nerf_input_only")]
+            path = paths[name not in ("sample_input_only", "nerf_input_only")]  # keyed by autoregressive
             l1 = reprojection_consistency(sequence, path.depth, path.accumulation, c2w, K).l1
             if l1 is not None:
                 at_rendered[name].append(l1 * 255)
