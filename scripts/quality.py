@@ -223,7 +223,7 @@ def _autoregressive(model, ds, args: QualityArgs, settings: SamplerSettings, sco
     per_image: dict[str, list[dict]] = {name: [] for name in names}
     per_object: dict[str, list[list[dict]]] = {name: [] for name in names}
     disagreement: dict[str, list[float]] = {name: [] for name in (*names, "ground_truth", "shuffled_ground_truth")}
-    # At each path's own rendered depth (the ground truth's at the autoregressive path's).
+    # At each path's own rendered depth.
     at_rendered: dict[str, list[float]] = {name: [] for name in (*names, "ground_truth")}
     for obj in range(min(args.autoregressive_objects, ds.num_objects)):
         source = ds.view_image(obj, 64)
@@ -246,27 +246,29 @@ def _autoregressive(model, ds, args: QualityArgs, settings: SamplerSettings, sco
             )  # fmt: skip
             for autoregressive in (True, False)
         }
-        frames = {
-            "sample": paths[True].samples,
-            "sample_input_only": paths[False].samples,
-            "nerf_autoregressive": paths[True].nerf_rgb,
-            "nerf_input_only": paths[False].nerf_rgb,
+        ar, alone = paths[True], paths[False]
+        # Each sequence beside the path whose rendered geometry it is scored at (the ground truth at the AR path's).
+        made = {
+            "sample": (ar.samples, ar),
+            "sample_input_only": (alone.samples, alone),
+            "nerf_autoregressive": (ar.nerf_rgb, ar),
+            "nerf_input_only": (alone.nerf_rgb, alone),
         }
+        frames = {name: sequence for name, (sequence, _) in made.items()}
         depth = true_depth(ds, targets, tuple(truth.shape[-2:]))
+        c2w, K = ds.c2w[targets], ds.K[targets]
         for name, sequence in frames.items():
             s = score(sequence, truth)
             per_image[name] += s
             per_object[name].append(s)
         if depth is not None:
-            c2w, K, covered = ds.c2w[targets], ds.K[targets], (depth > 0).float()
+            covered = (depth > 0).float()
             controls = {"ground_truth": truth, "shuffled_ground_truth": shuffled(truth)}
             for name, sequence in {**frames, **controls}.items():
                 l1 = reprojection_consistency(sequence, depth, covered, c2w, K).l1
                 if l1 is not None:
                     disagreement[name].append(l1 * 255)
-        c2w, K = ds.c2w[targets], ds.K[targets]
-        for name, sequence in {**frames, "ground_truth": truth}.items():
-            path = paths[name not in ("sample_input_only", "nerf_input_only")]  # keyed by autoregressive
+        for name, (sequence, path) in {**made, "ground_truth": (truth, ar)}.items():
             l1 = reprojection_consistency(sequence, path.depth, path.accumulation, c2w, K).l1
             if l1 is not None:
                 at_rendered[name].append(l1 * 255)
