@@ -18,8 +18,8 @@ flushed, as the pipeline sets them on the CPU (genvs_ns/cpu_runtime.py). Numbers
 - step_profile: what one paper-size training step (2 objects, 3 source views, 128 px, the model's autocast, the EMA
   update) asks of the framework, counted with torch.profiler: aten operators, copies by .to() (aten::_to_copy: tensor
   dtype casts, Python numbers cast for an operator, memory-format copies), host reads of tensor values
-  (aten::_local_scalar_dense: .item(), bool(), float() of a tensor; on a GPU each one waits for it), and the step
-  time; on CUDA also kernel launches and the GPU's busy share of the step.
+  (aten::_local_scalar_dense: .item(), bool(), float() of a tensor; on a GPU each one waits for it), the operators
+  by the part of the step that made them, and the step time; on CUDA also kernel launches and the GPU's busy share.
 """
 
 from __future__ import annotations
@@ -124,6 +124,56 @@ def _inside(event, ancestor_prefix: str) -> bool:
     return False
 
 
+_PART = "part: "
+
+
+def _label_parts(pipeline) -> None:
+    """Profiler labels on the training step's parts, on this pipeline's objects only (the model is not changed): the
+    encoder and field modules, the target and warp renders, the auxiliary ray renders, the denoising loss, the EMA
+    update."""
+    from torch.profiler import record_function
+
+    import genvs_ns.model.genvs_model as genvs_model
+
+    net = pipeline.model.net
+
+    def labelled(label: str, function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            with record_function(_PART + label):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    net.encode = labelled("encoder", net.encode)  # a method around the (maybe compiled) encoder, not its forward
+    net.field.forward = labelled("field", net.field.forward)
+    net.render_image = labelled("target and warp renders", net.render_image)
+    net.render_pixels = labelled("auxiliary ray renders", net.render_pixels)
+    net.denoiser.loss = labelled("denoiser loss (U-Net)", net.denoiser.loss)
+    genvs_model.ema_update = labelled("EMA update", genvs_model.ema_update)
+
+
+def _operators_by_part(events) -> dict[str, int]:
+    parts: dict[str, int] = {}
+    for event in events:
+        if not event.name.startswith("aten::"):
+            continue
+        part, parent = "other", event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith(_PART):
+                part = parent.name[len(_PART) :]
+                break
+            if parent.name.startswith("Optimizer.step"):
+                part = "optimizer step"
+                break
+            if parent.name.startswith("autograd::engine"):
+                part = "backward"
+                break
+            parent = parent.cpu_parent
+        parts[part] = parts.get(part, 0) + 1
+    return dict(sorted(parts.items(), key=lambda kv: -kv[1]))
+
+
 def _to_copy_kinds(events, outside: str | None = None) -> dict[str, int]:
     """``aten::_to_copy`` calls (every ``.to()`` that copies) by what they copy: ``tensor_dtype_casts`` (a tensor to
     another dtype: autocast's weight casts, their gradients cast back), ``scalar_casts`` (a 0-dim input: a Python number
@@ -179,6 +229,7 @@ def step_profile(compile: str = "auto") -> dict:
                 torch.cuda.synchronize()
 
         times = _timeit(synced_step, 3, 3)  # a compiled U-Net compiles in the first
+        _label_parts(pipeline)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
         with profile(activities=activities, record_shapes=True) as prof:
             synced_step()
@@ -204,6 +255,9 @@ def step_profile(compile: str = "auto") -> dict:
         # kernel. What the model's own forward, backward and EMA ask for are the figures outside the optimizer step.
         "aten_operators_outside_optimizer": _outside(prof.events(), "aten::", "Optimizer.step"),
         "outside_optimizer": _to_copy_kinds(prof.events(), outside="Optimizer.step"),
+        # Which part of the step makes them: each operator counted under its nearest labelled caller (a forward
+        # part, the backward, the optimizer step); "other" is the step's glue (losses, data on the device).
+        "aten_operators_by_part": _operators_by_part(prof.events()),
         "top_operators": dict(sorted(((k, n) for k, n in count.items() if k.startswith("aten::")),
                                      key=lambda kv: -kv[1])[:12]),
     }  # fmt: skip

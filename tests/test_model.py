@@ -201,3 +201,42 @@ def test_degraded_sources_keep_the_input_view_and_blur_the_others():
     assert detail(out[:, 1:]) < 0.5 * detail(images[:, 1:])  # blurred
     torch.testing.assert_close(out[:, 1:].mean(), images[:, 1:].mean(), atol=0.01, rtol=0)  # same colours
     assert torch.equal(degrade_sources(images[:, :1], 1.0, 2), images[:, :1])  # one view: nothing to degrade
+
+
+def test_one_render_of_several_conditionings_is_each_of_their_renders(toy32):
+    """The auxiliary renders draw source 0's rays once, from its own volume and from source 1's, in one batch
+    (Conditioning.rows): values and gradients as two renders give."""
+    from genvs_ns.geometry import pixel_centres
+    from genvs_ns.model.network import Conditioning
+    from genvs_ns.model.renderer import RenderSettings
+
+    pipeline, _ = _setup(toy32)
+    net = pipeline.model.net
+    ds = pipeline.datamanager.train_dataset
+    views = ds.object_images[0][:3]
+    images = torch.stack([ds.image(v) for v in views])[None]
+    rs = RenderSettings(pipeline.model.config.object_radius, 8, 8, stratified=False)
+    uv = pixel_centres(*images.shape[-2:])[None, ::7]
+    c2w, K = ds.c2w[views[:1]], ds.K[views[:1]]
+
+    def renders(together: bool):
+        net.zero_grad()
+        cond = net.encode(images, ds.c2w[views][None], ds.K[views][None])
+        parts = [cond.select(slice(v, v + 1)) for v in range(2)]
+        if together:
+            both = net.render_pixels(Conditioning.rows(parts), c2w.repeat(2, 1, 1), K.repeat(2, 1, 1),
+                                     uv.repeat(2, 1, 1), rs)  # fmt: skip
+            out = [torch.cat([x.flatten(1) for x in (both.features, both.depth[..., None])], 1)]
+        else:
+            out = [torch.cat([x.flatten(1) for x in (r.features, r.depth[..., None])], 1)
+                   for r in (net.render_pixels(p, c2w, K, uv, rs) for p in parts)]  # fmt: skip
+            out = [torch.cat(out)]
+        out[0].square().sum().backward()
+        return out[0].detach(), [p.grad.clone() for p in net.encoder.parameters() if p.grad is not None]
+
+    (one, one_grads), (two, two_grads) = renders(True), renders(False)
+    assert one.shape[0] == 2
+    torch.testing.assert_close(one, two)
+    assert len(one_grads) == len(two_grads) > 0
+    for a, b in zip(one_grads, two_grads):
+        torch.testing.assert_close(a, b)

@@ -32,3 +32,20 @@ def test_to_copy_kinds_tells_dtype_casts_from_scalars_and_layouts():
     assert kinds(prof.events()) == {"tensor_dtype_casts": 3, "scalar_casts": 1, "layout_copies": 1}
     outside = {"tensor_dtype_casts": 2, "scalar_casts": 1, "layout_copies": 1}
     assert kinds(prof.events(), outside="Optimizer.step") == outside
+
+
+def test_operators_are_counted_under_their_nearest_labelled_part():
+    by_part = _benchmark()._operators_by_part
+    x = torch.randn(4, 4, requires_grad=True)
+    with profile() as prof:
+        with torch.autograd.profiler.record_function("part: outer"):
+            y = x.exp()
+            with torch.autograd.profiler.record_function("part: inner"):
+                y = y.relu()  # the inner part's, not the outer's
+        y.sum().backward()
+        with torch.autograd.profiler.record_function("Optimizer.step#test"):
+            x.detach().add_(1)
+    parts = by_part(prof.events())
+    assert parts["outer"] == 1 and parts["inner"] >= 1  # aten::exp only; aten::relu and what it calls
+    assert parts["backward"] > 0 and parts["optimizer step"] >= 2  # detach, add_
+    assert parts.get("other", 0) >= 1  # aten::sum, outside every label

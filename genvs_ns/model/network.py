@@ -67,6 +67,26 @@ class Conditioning:
         return Conditioning(self.volumes, self.c2w, self.K, self.image_hw, weights)
 
     @staticmethod
+    def rows(parts: list[Conditioning]) -> Conditioning:
+        """Conditionings of as many views each, one after the other in the batch: one render for all of them."""
+        if len(parts) == 1:
+            return parts[0]
+        weights = None
+        if any(p.weights is not None for p in parts):
+            weights = torch.cat(
+                [p.weights if p.weights is not None else p.volumes.new_ones(p.volumes.shape[:2]) for p in parts]
+            )
+        # Concatenated as 5-D volumes, which keeps encode's channels-last layout (the lookup's no-copy case).
+        volumes = torch.cat([p.volumes.flatten(0, 1) for p in parts])
+        return Conditioning(
+            volumes.view(-1, parts[0].volumes.shape[1], *volumes.shape[1:]),
+            torch.cat([p.c2w for p in parts]),
+            torch.cat([p.K for p in parts]),
+            parts[0].image_hw,
+            weights,
+        )
+
+    @staticmethod
     def cat(parts: list[Conditioning]) -> Conditioning:
         """Views of several conditionings (same batch) side by side: the field pools a point's features over them."""
         weights = None

@@ -17,7 +17,7 @@ from genvs_ns.geometry import image_rays
 from genvs_ns.model.augment import augment_jointly
 from genvs_ns.model.denoiser import to_denoiser_range
 from genvs_ns.model.losses import RayRender, TrainingOutputs
-from genvs_ns.model.network import GeNVSNetwork
+from genvs_ns.model.network import Conditioning, GeNVSNetwork
 from genvs_ns.model.renderer import RenderSettings
 
 Autocast = Callable[[], AbstractContextManager]
@@ -100,11 +100,22 @@ def training_outputs(
     uv = torch.stack([torch.randint(0, W, (B, n), device=device), torch.randint(0, H, (B, n), device=device)], -1)
     pixels = src[:, 0].permute(0, 2, 3, 1)[torch.arange(B, device=device)[:, None], uv[..., 1], uv[..., 0]]
     own_c2w, own_K = batch.source_c2w[:, 0], batch.source_K[:, 0]
+    # From source 0's volume and, with a second source view, from source 1's: the same rays, so one render of both
+    # (objects twice over in the batch) where two renders made every operator and kernel launch twice. Slices, not
+    # lists: list indexing copied whole volumes and scattered full-size zero gradients back.
+    aux = min(V, 2)
     with autocast():
-        # Slices, not lists: views of the volumes, where list indexing copied them (134 MB a view at 8 objects of the
-        # paper preset) and scattered full-size zero gradients back.
-        own = net.render_pixels(cond.select(slice(0, 1)), own_c2w, own_K, uv + 0.5, rs)
-        other = net.render_pixels(cond.select(slice(1, 2)), own_c2w, own_K, uv + 0.5, rs) if V > 1 else None
+        both = net.render_pixels(
+            Conditioning.rows([cond.select(slice(v, v + 1)) for v in range(aux)]),
+            own_c2w.repeat(aux, 1, 1),
+            own_K.repeat(aux, 1, 1),
+            (uv + 0.5).repeat(aux, 1, 1),
+            rs,
+        )
+    own, *others = (
+        RayRender(f[..., :3], d, a)
+        for f, d, a in zip(both.features.chunk(aux), both.depth.chunk(aux), both.accumulation.chunk(aux))
+    )
     # The depth prior's reference: each render ray's closest approach to the origin, where objects are centred.
     origins, directions = image_rays(batch.target_c2w, batch.target_K, (H, W), (h, w))
     return TrainingOutputs(
@@ -115,9 +126,9 @@ def training_outputs(
         target_rgb=area_resize(tgt, (h, w)),
         target_foreground=area_resize(foreground(tgt), (h, w)),
         closest_approach=-(origins * directions).sum(-1).view(-1, 1, h, w),
-        source=RayRender(own.features[..., :3], own.depth, own.accumulation),
+        source=own,
         source_truth=pixels,
-        other=RayRender(other.features[..., :3], other.depth, other.accumulation) if other is not None else None,
+        other=others[0] if others else None,
     )
 
 
