@@ -71,36 +71,25 @@ class Conditioning:
         """Conditionings of as many views each, one after the other in the batch: one render for all of them."""
         if len(parts) == 1:
             return parts[0]
-        weights = None
-        if any(p.weights is not None for p in parts):
-            weights = torch.cat(
-                [p.weights if p.weights is not None else p.volumes.new_ones(p.volumes.shape[:2]) for p in parts]
-            )
         # Concatenated as 5-D volumes, which keeps encode's channels-last layout (the lookup's no-copy case).
         volumes = torch.cat([p.volumes.flatten(0, 1) for p in parts])
-        return Conditioning(
-            volumes.view(-1, parts[0].volumes.shape[1], *volumes.shape[1:]),
-            torch.cat([p.c2w for p in parts]),
-            torch.cat([p.K for p in parts]),
-            parts[0].image_hw,
-            weights,
-        )
+        return Conditioning._joined(parts, 0, volumes.view(-1, parts[0].volumes.shape[1], *volumes.shape[1:]))
 
     @staticmethod
     def cat(parts: list[Conditioning]) -> Conditioning:
         """Views of several conditionings (same batch) side by side: the field pools a point's features over them."""
+        return Conditioning._joined(parts, 1, torch.cat([p.volumes for p in parts], dim=1))
+
+    @staticmethod
+    def _joined(parts: list[Conditioning], dim: int, volumes: Tensor) -> Conditioning:
+        """``parts`` joined along the batch (``dim`` 0) or the views (1), around their joined ``volumes``."""
         weights = None
         if any(p.weights is not None for p in parts):
             weights = torch.cat(
-                [p.weights if p.weights is not None else p.volumes.new_ones(p.volumes.shape[:2]) for p in parts], 1
+                [p.weights if p.weights is not None else p.volumes.new_ones(p.volumes.shape[:2]) for p in parts], dim
             )
-        return Conditioning(
-            torch.cat([p.volumes for p in parts], dim=1),
-            torch.cat([p.c2w for p in parts], dim=1),
-            torch.cat([p.K for p in parts], dim=1),
-            parts[0].image_hw,
-            weights,
-        )
+        c2w, K = (torch.cat([getattr(p, name) for p in parts], dim) for name in ("c2w", "K"))
+        return Conditioning(volumes, c2w, K, parts[0].image_hw, weights)
 
 
 class GeNVSNetwork(nn.Module):
