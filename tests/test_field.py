@@ -127,7 +127,7 @@ def test_without_numba_the_lookup_falls_back_to_grid_sample_with_a_warning(monke
 
     from genvs_ns.model import trilinear
 
-    trilinear._cpu_function.cache_clear()
+    trilinear._cpu_kernel.clear()
     monkeypatch.setitem(sys.modules, "genvs_ns.model.trilinear_numba", None)  # import fails as without numba
     try:
         with pytest.warns(RuntimeWarning, match="grid_sample"):
@@ -145,7 +145,7 @@ def test_without_numba_the_lookup_falls_back_to_grid_sample_with_a_warning(monke
         coords[0, :, 1] = 1e30
         assert torch.equal(trilinear_pool(volumes, coords)[0][0, :2], torch.zeros(2, 16))
     finally:
-        trilinear._cpu_function.cache_clear()
+        trilinear._cpu_kernel.clear()
 
 
 def test_importing_the_lookup_does_not_import_numba():
@@ -198,3 +198,19 @@ def test_view_weights(pooling, device_path):
     torch.testing.assert_close(
         torch.autograd.grad((got * g).sum(), leaf)[0], torch.autograd.grad((want * g).sum(), leaf)[0]
     )
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_cpu_kernel_is_an_operator_torch_compile_can_trace(weighted):
+    """torch.library's own checks of the numba operators: schema, fake (shape and stride) functions against the
+    kernel's outputs, autograd registration, and tracing by AOTAutograd (what torch.compile does with a render)."""
+    from genvs_ns.model.trilinear_numba import trilinear_pool_cpu, trilinear_pool_cpu_backward
+
+    torch.manual_seed(0)
+    volumes = torch.randn(4, 16, 5, 6, 7).contiguous(memory_format=torch.channels_last_3d).view(2, 2, 16, 5, 6, 7)
+    weights = torch.tensor([[1.0, 0.3], [0.5, 2.0]]) if weighted else None
+    coords = _coords(2, 2, 101)
+    torch.library.opcheck(trilinear_pool_cpu, (volumes.requires_grad_(), coords, True, weights))
+    _, _, scales = trilinear_pool_cpu(volumes.detach(), coords, True, weights)
+    backward_args = (torch.randn(2, 101, 16), coords, scales, weights, list(volumes.shape), True)
+    torch.library.opcheck(trilinear_pool_cpu_backward, backward_args)

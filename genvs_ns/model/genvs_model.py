@@ -61,6 +61,11 @@ class GeNVSModel(Model):
             # Eager under autocast, the encoder cast each fp32 weight to bf16 and its gradient back every step (175
             # of the compiled step's 239 tensor casts on the CPU; 1,443 of 22,862 operators: scripts/benchmark.py).
             self.net.encoder.compile(dynamic=False)
+            # Eager, each render (ray samples, lookup, field MLP, compositing) was ~1,700 operators forward and ~1,000
+            # backward of the step's 20,200; compiled the paper step makes 17,800 and runs 13% faster on the CPU
+            # (scripts/benchmark.py). Shapes follow the source-view count and the render (target, warp, auxiliary
+            # rays), so dynamo's default: a graph per shape first, then dynamic sizes.
+            self.net.compile_render()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         # Mirrors of ema_updates and of the trainer's step as Python ints: reading a CUDA tensor every step would wait
         # for the GPU. None until the first training callback (after a checkpoint has been loaded).

@@ -124,10 +124,11 @@ class GeNVSModelConfig(ModelConfig):
     """Karras augmentation, when the denoiser JSON has "augment_wrapper": true: probability of each transform (flips,
     scale, rotation, anisotropy, translation), applied alike to the target and its feature image."""
     compile: Literal["auto", "on", "off"] = "auto"
-    """torch.compile the training U-Net and encoder (the EMA copy that samples stays eager): fuses the autocast casts,
-    GroupNorm and GELU of k-diffusion's blocks, and the encoder's weight casts, into few kernels. "auto": on CUDA only;
-    on the CPU it compiled for 140 s and ran no faster (genvs-tiny U-Net forward+backward 0.32 s against 0.30 s eager;
-    a paper-size step of 2 objects 2.33 s against 2.48 s, with inductor's cache warm)."""
+    """torch.compile the training U-Net, encoder and renders (the EMA copy that samples stays eager): fuses the autocast
+    casts, GroupNorm and GELU of k-diffusion's blocks, the encoder's weight casts, and each render's ray sampling,
+    field MLP and compositing, into few kernels. "auto": on CUDA only; on 2 CPU cores genvs-tiny's step ran no faster
+    (0.485-0.496 s against 0.479-0.490 s eager) after 30 s more of compiling with inductor's cache warm, while a
+    paper-size step of 2 objects ran 1.3x faster (2.96-2.99 s against 3.87-3.88 s)."""
     precision: Precision = "auto"
     """Autocast of the encoder, field MLP and U-Net (geometry and compositing stay fp32): "auto" is bf16 where the
     device has it natively (CUDA from Ampere on; CPUs with AVX512 or AMX) and fp32 elsewhere; "fp16" (V100, T4)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, Sequence
+from typing import Callable, Literal, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +125,7 @@ class GeNVSNetwork(nn.Module):
         background = torch.zeros(config.latent_channels)
         background[:3] = 1.0  # SRN renders are on white
         self.register_buffer("background", background, persistent=False)
+        self._compiled_render: Callable[..., RenderOutputs] | None = None
 
     def encode(
         self,
@@ -145,6 +146,10 @@ class GeNVSNetwork(nn.Module):
         volumes = volumes.contiguous(memory_format=torch.channels_last_3d)
         return Conditioning(volumes.view(B, V, *volumes.shape[1:]), c2w, K, tuple(images.shape[-2:]))
 
+    def compile_render(self) -> None:
+        """torch.compile every render of this network (lookup, field MLP, compositing) from its next call."""
+        self._compiled_render = torch.compile(GeNVSNetwork._render)
+
     def render(
         self,
         cond: Conditioning,
@@ -152,13 +157,14 @@ class GeNVSNetwork(nn.Module):
         directions: Float[Tensor, "batch rays 3"],
         settings: RenderSettings,
     ) -> RenderOutputs:
+        return (self._compiled_render or GeNVSNetwork._render)(self, cond, origins, directions, settings)
+
+    def _render(self, cond: Conditioning, origins: Tensor, directions: Tensor, rs: RenderSettings) -> RenderOutputs:
         def field_fn(points: Tensor) -> tuple[Tensor, Tensor]:
-            feats = self.field.lookup(
-                cond.volumes, points, cond.c2w, cond.K, cond.image_hw, settings.radius, cond.weights
-            )
+            feats = self.field.lookup(cond.volumes, points, cond.c2w, cond.K, cond.image_hw, rs.radius, cond.weights)
             return self.field(feats)
 
-        return render_rays(field_fn, origins, directions, settings, self.background)
+        return render_rays(field_fn, origins, directions, rs, self.background)
 
     def render_image(
         self,

@@ -20,9 +20,8 @@ Only the volumes get gradients: the points come from cameras and ray samples, wh
 
 from __future__ import annotations
 
-import functools
 import warnings
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,20 +31,30 @@ from torch import Tensor
 ViewPooling = Literal["visible", "mean"]
 
 
-@functools.cache
-def _cpu_function() -> type[torch.autograd.Function] | None:
-    """The numba kernel's autograd Function, or None (grid_sample, ~3x slower) where numba cannot load or compile."""
+# Looked up once: [the operator or None]. A plain list rather than functools.cache, which torch.compile would trace
+# through (with a warning) when a compiled render reaches the lookup.
+_cpu_kernel: list[Callable[..., tuple[Tensor, Tensor, Tensor]] | None] = []
+
+
+def _cpu_function() -> Callable[..., tuple[Tensor, Tensor, Tensor]] | None:
+    """The numba kernel's operator, or None (grid_sample, ~3x slower) where numba cannot load or compile."""
+    if not _cpu_kernel:
+        _cpu_kernel.append(_load_cpu_kernel())
+    return _cpu_kernel[0]
+
+
+def _load_cpu_kernel() -> Callable[..., tuple[Tensor, Tensor, Tensor]] | None:
     try:
-        from genvs_ns.model.trilinear_numba import TrilinearPoolCPU
+        from genvs_ns.model.trilinear_numba import trilinear_pool_cpu
     except Exception as exc:  # noqa: BLE001 - ImportError, or numba's RuntimeError for a kernel cache it cannot write
         warnings.warn(
             f"genvs-ns: the numba volume lookup is unavailable ({type(exc).__name__}: {exc}); using grid_sample, "
             "which is about 3x slower on the CPU",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None
-    return TrilinearPoolCPU
+    return trilinear_pool_cpu
 
 
 def frustum_coverage(coords: Float[Tensor, "*batch 3"], volume_shape: tuple[int, int, int]) -> Float[Tensor, " *batch"]:
@@ -76,7 +85,8 @@ def trilinear_pool(
         raise ValueError("trilinear_pool: gradients with respect to the points are not supported")
     B, V, C, D, h, w = volumes.shape
     if volumes.device.type == "cpu" and volumes.dtype == torch.float32 and (kernel := _cpu_function()) is not None:
-        return kernel.apply(volumes, coords.float(), pooling == "visible", view_weights)
+        features, coverage, _ = kernel(volumes, coords.float(), pooling == "visible", view_weights)
+        return features, coverage.detach()  # the coverage has no gradient
     n = coords.shape[2]
     # The kernel reads NaN and far-away points as empty space; grid_sample would turn them into undefined indices.
     grid = coords.nan_to_num(2.0, 2.0, -2.0).clamp(-2.0, 2.0).reshape(B * V, n, 1, 1, 3).to(volumes.dtype)

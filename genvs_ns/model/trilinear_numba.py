@@ -120,45 +120,85 @@ def _threads() -> int:
     return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
-class TrilinearPoolCPU(torch.autograd.Function):
-    """``trilinear.trilinear_pool`` on the CPU: returns (features, coverage); only the features have a gradient."""
+# torch operators rather than an autograd.Function: torch.compile traces a render through them as one opaque call
+# (their fake functions give the shapes), where a Function calling numba broke the compiled graph in two at every
+# lookup (dynamo tried to trace numba's dispatcher, failed and fell back).
+@torch.library.custom_op("genvs_ns::trilinear_pool_cpu", mutates_args=(), device_types="cpu")
+def trilinear_pool_cpu(
+    volumes: Tensor, coords: Tensor, visible: bool, view_weights: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``trilinear.trilinear_pool`` on the CPU: (features [B, N, C], coverage [B, N], the scales the backward reads
+    [B, N]); only the features have a gradient."""
+    B, V, C, D, H, W = volumes.shape
+    # [1, B*V, D*H*W, C]: a view of GeNVSNetwork.encode's channels-last volumes, a copy of any others.
+    vol = volumes.detach().permute(0, 1, 3, 4, 5, 2).reshape(1, B * V, D * H * W, C).contiguous()
+    flat = coords.detach().reshape(B * V, -1, 3).contiguous()
+    out = vol.new_empty(B, flat.shape[1], C)
+    coverage, scales = vol.new_empty(B, flat.shape[1]), vol.new_empty(B, flat.shape[1])
+    weights = _flat_weights(view_weights, B * V, vol)
+    arrays = (vol.numpy(), flat.numpy(), out.numpy(), coverage.numpy(), scales.numpy(), weights.numpy())
+    with _kernel_lock:
+        _kernel(*arrays, (D, H, W), V, _threads(), False, visible)
+    return out, coverage, scales
 
-    @staticmethod
-    def forward(
-        ctx, volumes: Tensor, coords: Tensor, visible: bool, view_weights: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        B, V, C, D, H, W = volumes.shape
-        # [1, B*V, D*H*W, C]: a view of GeNVSNetwork.encode's channels-last volumes, a copy of any others.
-        vol = volumes.detach().permute(0, 1, 3, 4, 5, 2).reshape(1, B * V, D * H * W, C).contiguous()
-        coords = coords.detach().reshape(B * V, -1, 3).contiguous()
-        out = vol.new_empty(B, coords.shape[1], C)
-        coverage, scales = vol.new_empty(B, coords.shape[1]), vol.new_empty(B, coords.shape[1])
-        weights = vol.new_ones(B * V) if view_weights is None else view_weights.detach().float().reshape(B * V)
-        weights = weights.contiguous()
-        arrays = (vol.numpy(), coords.numpy(), out.numpy(), coverage.numpy(), scales.numpy(), weights.numpy())
-        with _kernel_lock:
-            _kernel(*arrays, (D, H, W), V, _threads(), False, visible)
-        ctx.save_for_backward(coords, scales, weights)
-        ctx.volume_shape = (B, V, C, D, H, W)
-        ctx.visible = visible
-        ctx.mark_non_differentiable(coverage)
-        return out, coverage
 
-    @staticmethod
-    def backward(ctx, grad_out: Tensor, _grad_coverage: Tensor | None) -> tuple[Tensor | None, None, None, None]:
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None
-        coords, scales, weights = ctx.saved_tensors
-        B, V, C, D, H, W = ctx.volume_shape
-        threads = _threads()
-        grads = grad_out.new_zeros(threads, B * V, D * H * W, C)
-        features = grad_out.float().contiguous().numpy()
-        coverage = scales.new_empty(scales.shape)  # not read in the backward
-        arrays = (grads.numpy(), coords.numpy(), features, coverage.numpy(), scales.numpy(), weights.numpy())
-        with _kernel_lock:
-            _kernel(*arrays, (D, H, W), V, threads, True, ctx.visible)
-        grad = grads[0]
-        for extra in grads[1:]:
-            grad += extra
-        # Channels-last, as the volumes are.
-        return grad.view(B, V, D, H, W, C).permute(0, 1, 5, 2, 3, 4), None, None, None
+@trilinear_pool_cpu.register_fake
+def _(volumes: Tensor, coords: Tensor, visible: bool, view_weights: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    B, C, N = volumes.shape[0], volumes.shape[2], coords.shape[2]
+    return volumes.new_empty(B, N, C), volumes.new_empty(B, N), volumes.new_empty(B, N)
+
+
+@torch.library.custom_op("genvs_ns::trilinear_pool_cpu_backward", mutates_args=(), device_types="cpu")
+def trilinear_pool_cpu_backward(
+    grad: Tensor, coords: Tensor, scales: Tensor, view_weights: Tensor | None, volume_shape: list[int], visible: bool
+) -> Tensor:
+    """The volumes' gradient (channels-last, as GeNVSNetwork.encode makes them) from the features' ``grad``."""
+    B, V, C, D, H, W = volume_shape
+    threads = _threads()
+    grads = grad.new_zeros(threads, B * V, D * H * W, C)
+    features = grad.detach().float().contiguous().numpy()
+    coverage = scales.new_empty(scales.shape)  # not read in the backward
+    flat = coords.reshape(B * V, -1, 3).contiguous()
+    weights = _flat_weights(view_weights, B * V, grads)
+    arrays = (grads.numpy(), flat.numpy(), features, coverage.numpy(), scales.contiguous().numpy(), weights.numpy())
+    with _kernel_lock:
+        _kernel(*arrays, (D, H, W), V, threads, True, visible)
+    total = grads[0]
+    for extra in grads[1:]:
+        total += extra
+    return total.view(B, V, D, H, W, C).permute(0, 1, 5, 2, 3, 4)
+
+
+@trilinear_pool_cpu_backward.register_fake
+def _(
+    grad: Tensor, coords: Tensor, scales: Tensor, view_weights: Tensor | None, volume_shape: list[int], visible: bool
+) -> Tensor:
+    B, V, C, D, H, W = volume_shape
+    return grad.new_empty(B, V, D, H, W, C).permute(0, 1, 5, 2, 3, 4)
+
+
+def _flat_weights(view_weights: Tensor | None, views: int, like: Tensor) -> Tensor:
+    if view_weights is None:
+        return like.new_ones(views)
+    return view_weights.detach().float().reshape(views).contiguous()
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    volumes, coords, visible, view_weights = inputs
+    ctx.save_for_backward(coords, output[2], view_weights)
+    ctx.volume_shape, ctx.visible = list(volumes.shape), visible
+
+
+def _backward(ctx, grad: Tensor, _coverage: Tensor | None, _scales: Tensor | None):
+    coords, scales, view_weights = ctx.saved_tensors
+    if not ctx.needs_input_grad[0]:
+        return None, None, None, None
+    return (
+        trilinear_pool_cpu_backward(grad, coords, scales, view_weights, ctx.volume_shape, ctx.visible),
+        None,
+        None,
+        None,
+    )
+
+
+trilinear_pool_cpu.register_autograd(_backward, setup_context=_setup_context)
