@@ -9,9 +9,10 @@ the largest batch). Checks:
 - trilinear: grid_sample on the device against the numba CPU kernel, values and volume gradients on the same inputs;
 - field_tcnn: the field with tiny-cuda-nn's MLP (where installed): forward and backward shapes, finite values, and
   the same field loaded into torch layers (checkpoint conversion) giving the same outputs;
-- train: the `genvs` preset as a user gets it (objects per batch "auto", the U-Net compiled), 60 steps on 128-px toy
-  data through nerfstudio's Trainer (config.yml written, as ns-train writes it): objects/s, median step time, peak
-  GPU memory, GPU utilisation (NVML), the share of the step spent waiting for data, and the losses;
+- train: the `genvs` preset as a user gets it (objects per batch "auto", the U-Net, encoder and renders compiled), 60
+  steps on 128-px toy data through nerfstudio's Trainer (config.yml written, as ns-train writes it): objects/s, median
+  step time, peak GPU memory, GPU utilisation (NVML), the share of the step spent waiting for data, the losses and the
+  graphs compiled;
 - train_eager: the same with --pipeline.model.compile off, and whether its losses match the compiled run's;
 - train_8: the preset at 8 objects a batch (the default before "auto"), for the objects/s it gave;
 - step_profile: one 2-object training step under torch.profiler (scripts/benchmark.py): kernel launches, dtype casts,
@@ -242,6 +243,9 @@ def train(data: Path, out: Path, steps: int, objects: int | str = "auto", compil
     dm.next_train = timed_next_train  # type: ignore[method-assign]
     trainer.train_iteration = timed_iteration  # type: ignore[method-assign]
     torch.cuda.reset_peak_memory_stats()
+    from torch._dynamo.utils import counters
+
+    graphs_before = counters["stats"]["unique_graphs"]
     with _GpuUtilisation() as util:
         trainer.train()
     warm = slice(10, None)  # the first steps compile kernels and start the data workers
@@ -256,6 +260,8 @@ def train(data: Path, out: Path, steps: int, objects: int | str = "auto", compil
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "gpu_utilisation_percent": util.mean,
         "losses": [round(x, 5) for x in losses],
+        # Graphs dynamo compiled in this run (U-Net, encoder per source-view count, renders per shape until dynamic).
+        "compiled_graphs": counters["stats"]["unique_graphs"] - graphs_before,
         "config": str(config.get_base_dir() / "config.yml"),
         "ok": len(step_s) == steps,
     }

@@ -90,11 +90,18 @@ def test_compile_on_compiles_the_training_unet_and_encoder_not_the_ema(toy32):
 
 
 @pytest.mark.slow
-def test_compiled_and_eager_renders_agree(toy32):
+@pytest.mark.parametrize("lookup", ["numba", "grid_sample"])
+def test_compiled_and_eager_renders_agree(toy32, lookup, monkeypatch):
     """GeNVSNetwork.compile_render (compile "on"): a render of two source views, with importance samples, computes
-    what the eager one does, in values and in gradients to the volumes and the field MLP. Evenly spaced samples: a
-    compiled graph draws its stratified jitter from another random stream than eager code does."""
+    what the eager one does, in values and in gradients to the volumes and the field MLP; with the CPU's numba lookup
+    and with grid_sample, the lookup CUDA runs. Evenly spaced samples: a compiled graph draws its stratified jitter
+    from another random stream than eager code does."""
     from conftest import tiny_trainer_config
+
+    from genvs_ns.model import trilinear
+
+    if lookup == "grid_sample":
+        monkeypatch.setattr(trilinear, "_cpu_function", lambda: None)
 
     from genvs_ns.geometry import pixel_centres, rays_through_pixels
     from genvs_ns.model.network import Conditioning
