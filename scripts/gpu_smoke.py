@@ -9,6 +9,7 @@ the largest batch). Checks:
 - trilinear: grid_sample on the device against the numba CPU kernel, values and volume gradients on the same inputs;
 - field_tcnn: the field with tiny-cuda-nn's MLP (where installed): forward and backward shapes, finite values, and
   the same field loaded into torch layers (checkpoint conversion) giving the same outputs;
+- render_compile: the paper network's render compiled against eager on the device (values, gradients);
 - train: the `genvs` preset as a user gets it (objects per batch "auto", the U-Net, encoder and renders compiled), 60
   steps on 128-px toy data through nerfstudio's Trainer (config.yml written, as ns-train writes it): objects/s, median
   step time, peak GPU memory, GPU utilisation (NVML), the share of the step spent waiting for data, the losses and the
@@ -209,6 +210,67 @@ def _paper_config(data: Path, out: Path, steps: int, objects: int | str, compile
     config.steps_per_save = steps
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
     return config
+
+
+def render_compile() -> dict:
+    """The paper preset's network rendering on the device, compiled (as compile auto does for training) against
+    eager: a render of 3 source views with importance samples, values and gradients to the volumes and the field.
+    Evenly spaced samples: compiled graphs draw random numbers from another stream than eager code. On the CPU the
+    tests check the same (test_compiled_and_eager_renders_agree)."""
+    if not torch.cuda.is_available():
+        return {"status": NO_CUDA}
+    from genvs_ns.config import genvs_trainer
+    from genvs_ns.geometry import look_at, rays_through_pixels
+    from genvs_ns.model.network import Conditioning, GeNVSNetwork
+    from genvs_ns.model.renderer import RenderSettings
+
+    config = genvs_trainer().pipeline.model
+    torch.manual_seed(0)
+    net = GeNVSNetwork(config).to("cuda")
+    up = torch.tensor([0.0, 0.0, 1.0])
+    angles = torch.tensor([0.0, 1.0, 2.0, 2.5])
+    c2w = torch.stack([look_at(1.3 * torch.stack([a.cos(), a.sin(), torch.tensor(0.4)]), up) for a in angles])
+    K = torch.tensor([[131.25, 0.0, 64.0], [0.0, 131.25, 64.0], [0.0, 0.0, 1.0]]).expand(4, 3, 3)
+    c2w, K = c2w.cuda(), K.cuda()
+    C, D, R = config.volume_channels, config.volume_depth, config.volume_resolution
+    volumes = torch.randn(3, C, D, R, R, device="cuda").contiguous(memory_format=torch.channels_last_3d)
+    volumes = volumes.view(1, 3, C, D, R, R).requires_grad_()
+    cond = Conditioning(volumes, c2w[None, :3], K[None, :3], (128, 128))
+    uv = torch.rand(1, 4096, 2, device="cuda") * 128
+    origins, directions = rays_through_pixels(c2w[3:], K[3:], uv)
+    rs = RenderSettings(config.object_radius, config.num_coarse_samples, config.num_importance_samples, False)
+    (eager, eager_grads, _), (comp, comp_grads, compile_s) = eager_then_compiled_render(
+        net, cond, origins, directions, rs
+    )
+    value_error = float((comp - eager).abs().max())
+    grad_errors = [float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(comp_grads, eager_grads)]
+    return {
+        "max_abs_diff_values": value_error,
+        "max_relative_diff_grads": max(grad_errors),
+        "first_compiled_call_s": round(compile_s, 1),
+        "ok": value_error < 1e-3 and max(grad_errors) < 1e-2,
+    }
+
+
+def eager_then_compiled_render(net, cond, origins, directions, rs) -> list[tuple[torch.Tensor, list, float]]:
+    """``net.render`` eager, then compiled (``compile_render``): for each, the values (features, depth, opacity), the
+    gradients of one function of them to the volumes and the field's parameters, and the seconds it took."""
+    results = []
+    for compiled in (False, True):
+        if compiled:
+            net.compile_render()
+        net.zero_grad()
+        cond.volumes.grad = None
+        start = time.perf_counter()
+        out = net.render(cond, origins, directions, rs)
+        values = torch.cat([out.features, out.depth[..., None], out.accumulation[..., None]], -1)
+        (values.square().sum() + out.features.sum()).backward()
+        if values.is_cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        grads = [cond.volumes.grad] + [p.grad for p in net.field.parameters()]
+        results.append((values.detach(), [g.detach().clone() for g in grads], seconds))
+    return results
 
 
 def train(data: Path, out: Path, steps: int, objects: int | str = "auto", compile: str = "auto") -> dict:
@@ -430,6 +492,7 @@ def main() -> int:
         data = out / "data"
         if torch.cuda.is_available():
             generate(data, num_objects=24, num_views=12, resolution=128, seed=0)
+        _check("render_compile", render_compile, results)
         _check("train", lambda: train(data, out / "runs", args.steps), results)
         _check("train_eager", lambda: train(data, out / "runs", args.steps, compile="off"), results)
         _check("losses_match", lambda: losses_match(results["train"], results["train_eager"]), results)

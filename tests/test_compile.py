@@ -1,9 +1,11 @@
-"""--pipeline.model.compile: the compiled training U-Net and encoder compute what the eager ones do (outputs and
+"""--pipeline.model.compile: the compiled training U-Net, encoder and renders compute what the eager ones do (outputs
 gradients)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,6 +91,16 @@ def test_compile_on_compiles_the_training_unet_and_encoder_not_the_ema(toy32):
     assert all(m._compiled_call_impl is None for m in eager)
 
 
+def _gpu_smoke():
+    """scripts/gpu_smoke.py, whose render_compile check runs the same comparison on a GPU."""
+    spec = importlib.util.spec_from_file_location(
+        "gpu_smoke", Path(__file__).resolve().parents[1] / "scripts" / "gpu_smoke.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lookup", ["numba", "grid_sample"])
 def test_compiled_and_eager_renders_agree(toy32, lookup, monkeypatch):
@@ -116,18 +128,9 @@ def test_compiled_and_eager_renders_agree(toy32, lookup, monkeypatch):
     cond = Conditioning(volumes.requires_grad_(), ds.c2w[views[:2]][None], ds.K[views[:2]][None], (32, 32))
     origins, directions = rays_through_pixels(ds.c2w[views[2:]], ds.K[views[2:]], pixel_centres(32, 32)[None, ::5])
     rs = RenderSettings(pipeline.model.config.object_radius, 8, 8, stratified=False)
-    results = []
-    for compiled in (False, True):
-        if compiled:
-            net.compile_render()
-        net.zero_grad()
-        volumes.grad = None
-        out = net.render(cond, origins, directions, rs)
-        values = torch.cat([out.features, out.depth[..., None], out.accumulation[..., None]], -1)
-        (values.square().sum() + out.features.sum()).backward()
-        grads = [volumes.grad.clone()] + [p.grad.clone() for p in net.field.parameters()]
-        results.append((values.detach(), grads))
-    (eager, eager_grads), (comp, comp_grads) = results
+    (eager, eager_grads, _), (comp, comp_grads, _) = _gpu_smoke().eager_then_compiled_render(
+        net, cond, origins, directions, rs
+    )
     assert net._compiled_render is not None and eager.abs().sum() > 0
     torch.testing.assert_close(comp, eager, rtol=1e-4, atol=1e-5)
     assert len(comp_grads) == len(eager_grads) > 1 and eager_grads[0].abs().sum() > 0

@@ -25,7 +25,7 @@ def test_gpu_smoke_runs_on_the_cpu_and_says_what_it_skipped():
     for pooling in ("visible", "mean"):  # two paths, not one twice
         assert report["trilinear"]["ok"] and report["trilinear"][pooling]["max_abs_diff_grads"] > 0
     for name in (
-        "field_tcnn", "train", "train_eager", "losses_match", "train_8", "step_profile", "nonfinite", "mixed_precision",
-        "sample", "evaluate", "max_batch",
+        "field_tcnn", "render_compile", "train", "train_eager", "losses_match", "train_8", "step_profile", "nonfinite",
+        "mixed_precision", "sample", "evaluate", "max_batch",
     ):  # fmt: skip
         assert report[name]["status"] == "skipped: no CUDA device", name
