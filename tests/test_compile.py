@@ -1,5 +1,5 @@
 """--pipeline.model.compile: the compiled training U-Net, encoder and renders compute what the eager ones do (outputs
-gradients)."""
+and gradients)."""
 
 from __future__ import annotations
 
