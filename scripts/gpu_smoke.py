@@ -224,19 +224,19 @@ def render_compile() -> dict:
     from genvs_ns.model.network import Conditioning, GeNVSNetwork
     from genvs_ns.model.renderer import RenderSettings
 
-    config = genvs_trainer().pipeline.model
+    config, device = genvs_trainer().pipeline.model, "cuda"
     torch.manual_seed(0)
-    net = GeNVSNetwork(config).to("cuda")
+    net = GeNVSNetwork(config).to(device)
     up = torch.tensor([0.0, 0.0, 1.0])
     angles = torch.tensor([0.0, 1.0, 2.0, 2.5])
     c2w = torch.stack([look_at(1.3 * torch.stack([a.cos(), a.sin(), torch.tensor(0.4)]), up) for a in angles])
     K = torch.tensor([[131.25, 0.0, 64.0], [0.0, 131.25, 64.0], [0.0, 0.0, 1.0]]).expand(4, 3, 3)
-    c2w, K = c2w.cuda(), K.cuda()
+    c2w, K = c2w.to(device), K.to(device)
     C, D, R = config.volume_channels, config.volume_depth, config.volume_resolution
-    volumes = torch.randn(3, C, D, R, R, device="cuda").contiguous(memory_format=torch.channels_last_3d)
+    volumes = torch.randn(3, C, D, R, R, device=device).contiguous(memory_format=torch.channels_last_3d)
     volumes = volumes.view(1, 3, C, D, R, R).requires_grad_()
     cond = Conditioning(volumes, c2w[None, :3], K[None, :3], (128, 128))
-    uv = torch.rand(1, 4096, 2, device="cuda") * 128
+    uv = torch.rand(1, 4096, 2, device=device) * 128
     origins, directions = rays_through_pixels(c2w[3:], K[3:], uv)
     rs = RenderSettings(config.object_radius, config.num_coarse_samples, config.num_importance_samples, False)
     (eager, eager_grads, _), (comp, comp_grads, compile_s) = eager_then_compiled_render(
