@@ -130,6 +130,10 @@ def genvs_tiny_trainer() -> GeNVSTrainerConfig:
             # 6% more (0.265 -> 0.282 s). docs/experiments.md, "A known view warped into the new one".
             warp_known_view=True,
             residual_base="warp",
+            # Source view 0's rays rendered from source 1's volume alone are compared with its pixels too: 1600 steps,
+            # 3 training seeds, 64 held-out pairs: NeRF LPIPS 0.323 -> 0.306, sample LPIPS 0.231 -> 0.226 (every
+            # seed better), at no cost (the render was already made for the consistency loss).
+            cross_view_rgb_loss_mult=1.0,
         ),
     )
 

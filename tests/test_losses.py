@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from genvs_ns.model.losses import RayRender, depth_prior, opacity_bce, view_consistency
+from genvs_ns.model.losses import (
+    RayRender,
+    TrainingOutputs,
+    depth_prior,
+    opacity_bce,
+    training_losses,
+    view_consistency,
+)
 
 
 def test_opacity_bce_is_binary_cross_entropy_without_needing_it():
@@ -32,3 +41,36 @@ def test_view_consistency_is_zero_for_agreeing_views_and_ignores_depth_where_tra
     assert float(view_consistency(own, other)) == pytest.approx(0.5 / 2, rel=1e-6)
     more_opaque = RayRender(own.rgb, own.depth, torch.tensor([[0.9, 0.8, 0.4]]))
     assert float(view_consistency(own, more_opaque)) == pytest.approx(0.3 / 3, rel=1e-5)
+
+
+def _outputs(other: RayRender | None) -> TrainingOutputs:
+    torch.manual_seed(0)
+    h = w = 2
+    source = RayRender(torch.rand(1, 4, 3), torch.ones(1, 4), torch.ones(1, 4))
+    return TrainingOutputs(
+        features=torch.rand(1, 16, h, w),
+        depth=torch.ones(1, 1, h, w),
+        accumulation=torch.full((1, 1, h, w), 0.5),
+        diffusion=torch.rand(2),
+        target_rgb=torch.rand(1, 3, h, w),
+        target_foreground=torch.ones(1, 1, h, w),
+        closest_approach=torch.ones(1, 1, h, w),
+        source=source,
+        source_truth=torch.rand(1, 4, 3),
+        other=other,
+    )
+
+
+def test_the_cross_view_rgb_loss_compares_the_other_volumes_render_with_source_view_0():
+    weights = SimpleNamespace(
+        diffusion_loss_mult=1.0, rgb_loss_mult=1.0, source_rgb_loss_mult=0.1, opacity_loss_mult=0.01,
+        depth_prior_mult=0.01, consistency_loss_mult=0.1, cross_view_rgb_loss_mult=0.5, object_radius=0.6,
+    )  # fmt: skip
+    other = RayRender(torch.rand(1, 4, 3), torch.ones(1, 4), torch.ones(1, 4))
+    out = _outputs(other)
+    losses = training_losses(out, weights)
+    expected = 0.5 * F.mse_loss(other.rgb, out.source_truth)
+    assert float(losses["cross_view_rgb_loss"]) == pytest.approx(float(expected), rel=1e-6)
+    assert "cross_view_rgb_loss" not in training_losses(_outputs(None), weights)  # one source view: no other volume
+    weights.cross_view_rgb_loss_mult = 0.0
+    assert "cross_view_rgb_loss" not in training_losses(out, weights)

@@ -96,11 +96,12 @@ class LossWeights(Protocol):
     opacity_loss_mult: float
     depth_prior_mult: float
     consistency_loss_mult: float
+    cross_view_rgb_loss_mult: float
     object_radius: float
 
 
 def training_losses(out: TrainingOutputs, weights: LossWeights) -> Dict[str, Tensor]:
-    """The weighted terms under the names nerfstudio logs (consistency only with a second source view)."""
+    """The weighted terms under the names nerfstudio logs (the cross-view terms only with a second source view)."""
     w = weights
     named = {
         "diffusion_loss": w.diffusion_loss_mult * out.diffusion.mean(),
@@ -112,4 +113,6 @@ def training_losses(out: TrainingOutputs, weights: LossWeights) -> Dict[str, Ten
     }
     if out.other is not None:
         named["consistency_loss"] = w.consistency_loss_mult * view_consistency(out.source, out.other)
+        if w.cross_view_rgb_loss_mult > 0:
+            named["cross_view_rgb_loss"] = w.cross_view_rgb_loss_mult * image_mse(out.other.rgb, out.source_truth)
     return named

@@ -157,6 +157,9 @@ class GeNVSModelConfig(ModelConfig):
     consistency_loss_mult: float = 0.1
     """Weight of the L1 between depth and accumulation of a source view rendered from its own volume and from another
     source view's volume (needs 2+ source views in the batch)."""
+    cross_view_rgb_loss_mult: float = 0.0
+    """Weight of the MSE between source view 0's pixels and the same rays rendered from source view 1's volume alone:
+    a new view's colours from one view's volume, as a path's input-only frames are rendered (needs 2+ source views)."""
     # EMA and evaluation.
     ema_power: float = 2.0 / 3.0
     """k-diffusion EMAWarmup power; the EMA weights are used for evaluation and sampling."""
@@ -191,7 +194,7 @@ class GeNVSModelConfig(ModelConfig):
         checks.between(flag("degraded_source_prob"), self.degraded_source_prob, 0, 1)
         checks.at_least(flag("warp_fill_views"), self.warp_fill_views, 0)
         for name in ("diffusion_loss_mult", "rgb_loss_mult", "source_rgb_loss_mult", "opacity_loss_mult",
-                     "depth_prior_mult", "consistency_loss_mult"):  # fmt: skip
+                     "depth_prior_mult", "consistency_loss_mult", "cross_view_rgb_loss_mult"):  # fmt: skip
             checks.at_least(flag(name), getattr(self, name), 0)
         checks.greater_than(flag("object_radius"), self.object_radius, 0)
         checks.greater_than(flag("ema_power"), self.ema_power, 0)
