@@ -86,6 +86,9 @@ TRAIN = [
     (["--pipeline.model.object-radius", "0"], "--pipeline.model.object-radius must be a finite number greater than 0"),
     (["--pipeline.model.aspp-rates", "0", "2"], "--pipeline.model.aspp-rates must be one or more dilation rates"),
     (["--pipeline.model.backbone-weights", "/nonexistent.pth"], "no such file (--pipeline.model.backbone-weights)"),
+    # Any existing file passes the path check; group norms (the default) cannot take batch-norm statistics.
+    (["--pipeline.model.backbone-weights", "/etc/passwd"],
+     "--pipeline.model.backbone-weights holds batch-norm statistics: pass --pipeline.model.encoder-norm frozen"),
     (["--pipeline.datamanager.objects-per-batch", "0"], "--pipeline.datamanager.objects-per-batch must be at least 1"),
     (["--pipeline.datamanager.min-source-views", "0"], "--pipeline.datamanager.min-source-views must be at least 1"),
     (["--pipeline.datamanager.max-source-views", "1", "--pipeline.datamanager.min-source-views", "2"],

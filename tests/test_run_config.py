@@ -70,15 +70,16 @@ def test_not_a_trainer_config_is_refused(tmp_path):
         read_config(tmp_path / "b.yml")
 
 
-def test_a_config_from_before_view_pooling_keeps_the_mean_it_was_trained_with(tmp_path):
+@pytest.mark.parametrize("name, then, now", [("view_pooling", "mean", "visible"), ("encoder_norm", "frozen", "group")])
+def test_a_config_from_before_a_setting_keeps_what_it_was_trained_with(name, then, now, tmp_path):
     from genvs_ns.config import genvs_tiny_trainer
 
     config = genvs_tiny_trainer()
-    del config.pipeline.model.__dict__["view_pooling"]
+    del config.pipeline.model.__dict__[name]
     text = yaml.dump(config)
-    assert "view_pooling" not in text
-    assert read_config(_with(tmp_path, text, "")).pipeline.model.view_pooling == "mean"
-    assert genvs_tiny_trainer().pipeline.model.view_pooling == "visible"
+    assert name not in text
+    assert getattr(read_config(_with(tmp_path, text, "")).pipeline.model, name) == then
+    assert getattr(genvs_tiny_trainer().pipeline.model, name) == now
 
 
 @pytest.mark.slow

@@ -1,12 +1,19 @@
 """Image encoder: DeepLabV3+ on a ResNet-34 backbone, reshaped into one frustum feature volume per source view.
 
 Built from torchvision parts (``resnet34`` and DeepLabV3's ``ASPP``); segmentation-models-pytorch would need a newer
-timm than nerfstudio allows. Batch norm is frozen and dropout removed, as in GeNVS: batches here are a handful of
-objects, too few for batch statistics. A frozen batch norm is an affine map, so it is folded into the convolution
-before it (weight scaled, a bias added): without pretrained weights it was an identity that still ran ~7 operators
-forward and backward in each of the backbone's 36 norms and promoted bf16 activations to fp32 (issue 24).
+timm than nerfstudio allows. Dropout is removed, and batches here are a handful of objects, too few for batch
+statistics, so the backbone normalises in one of two ways (``norm``):
 
-Its decoder uses group norm, which does not depend on the batch.
+- "group": group norm in every block, for a backbone trained from scratch (the presets). Without any normalisation
+  nothing bounds the backbone's scale: the decoder's group norm after it makes the output blind to it, so Adam let
+  it drift, and the residual blocks multiplied it up. genvs-tiny's ASPP output reached 1e11 by step 1600 and 1e15 by
+  5100; at step 5130 of a run on mixed kinds one batch took it to 1.5e20, the decoder's group norm squared it past
+  fp32's range, and every loss turned NaN (an earlier run's NaN at step 8865 was probably the same; not replayed).
+- "frozen": batch norm frozen, as in GeNVS with pretrained weights (``backbone_weights``). A frozen batch norm is an
+  affine map, so it is folded into the convolution before it (weight scaled, a bias added). Without pretrained
+  weights it is the identity: the unnormalised backbone above, which runs trained before this setting used.
+
+The decoder uses group norm, which does not depend on the batch.
 
 Cost is set by the decoder's output: DeepLabV3+ normally predicts at full image resolution, but the volume only needs
 ``volume_hw`` pixels, so the head runs at that resolution (the paper-size preset: 64x64 x 64 planes x 16 channels from
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +39,8 @@ from genvs_ns.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+BackboneNorm = Literal["group", "frozen"]
 
 
 def _strip_norm_and_dropout(module: nn.Module) -> nn.Module:
@@ -94,17 +103,21 @@ class DeepLabV3PlusEncoder(nn.Module):
         decoder_channels: int = 256,
         aspp_rates: Sequence[int] = (2, 4, 6),
         backbone_weights: Path | None = None,
+        norm: BackboneNorm = "frozen",
     ) -> None:
         super().__init__()
+        if norm == "group" and backbone_weights is not None:
+            raise ValueError("pretrained backbone weights come with frozen batch norms, not group norms")
         self.volume_channels, self.volume_depth, self.volume_hw = volume_channels, volume_depth, tuple(volume_hw)
-        backbone = resnet34(weights=None, norm_layer=FrozenBatchNorm2d)
+        self.norm = norm
+        backbone = resnet34(weights=None, norm_layer=_group_norm if norm == "group" else FrozenBatchNorm2d)
         if backbone_weights is not None:
             self._load_backbone(backbone, Path(backbone_weights))
         else:
-            # Without batch norm, zero-initialised residual branches keep activations bounded at the start (Fixup).
+            # Zero-initialised residual branches: each block starts as the identity (Goyal et al.; Fixup without norms).
             for block in backbone.modules():
                 if isinstance(block, BasicBlock):
-                    nn.init.zeros_(block.conv2.weight)
+                    nn.init.zeros_(block.bn2.weight if norm == "group" else block.conv2.weight)
         _dilate_layer4(backbone)
         self.stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
@@ -113,7 +126,8 @@ class DeepLabV3PlusEncoder(nn.Module):
             backbone.layer3,
             backbone.layer4,
         )
-        self._fold_frozen_batch_norms()
+        if norm == "frozen":
+            self._fold_frozen_batch_norms()
         self.aspp = _strip_norm_and_dropout(ASPP(512, list(aspp_rates), decoder_channels))
         # Group norm (independent of the batch) keeps the volume features near unit scale: with no normalisation at
         # all they grew to a standard deviation of ~20 and drowned the colour channels beside them.
@@ -143,7 +157,7 @@ class DeepLabV3PlusEncoder(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # Checkpoints written before the folding hold each frozen norm's four buffers and convolutions without
         # biases: fold them the same way, so they load into the same function.
-        for conv, norm in _CONV_NORM_PAIRS:
+        for conv, norm in _CONV_NORM_PAIRS if self.norm == "frozen" else []:
             keys = [f"{prefix}{norm}.{name}" for name in ("weight", "bias", "running_mean", "running_var")]
             if keys[0] in state_dict:
                 weight, bias = _folded(

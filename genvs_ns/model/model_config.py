@@ -17,11 +17,12 @@ from nerfstudio.models.base_model import ModelConfig
 
 from genvs_ns import checks
 from genvs_ns.errors import GeNVSError
+from genvs_ns.model.encoder import BackboneNorm
 from genvs_ns.model.precision import Precision
 from genvs_ns.model.trilinear import ViewPooling
 
 # Settings whose default changed: what a config written before the setting existed was trained with.
-LEGACY_MODEL_SETTINGS = {"view_pooling": "mean"}
+LEGACY_MODEL_SETTINGS = {"view_pooling": "mean", "encoder_norm": "frozen"}
 
 
 def _model_class() -> Type:
@@ -58,6 +59,10 @@ class GeNVSModelConfig(ModelConfig):
     """ASPP dilation rates, relative to the stride-16 feature map (8x8 for 128 px images)."""
     backbone_weights: Path | None = None
     """Optional local ResNet-34 state dict (torchvision layout) to start the encoder from; none are downloaded."""
+    encoder_norm: BackboneNorm = "group"
+    """How the encoder's ResNet normalises: "group" (group norm in every block; training from scratch) or "frozen"
+    (frozen batch norm, for --pipeline.model.backbone-weights; without them no normalisation at all, as runs trained
+    before this setting had: their activations grew to 1e15 and could overflow into NaN; see encoder.py)."""
     rgb_skip: bool = True
     """The first 3 volume channels are each source pixel's RGB at every depth (the encoder fills the others), and the
     field's RGB is the mean colour a point projects onto, corrected by its MLP."""
@@ -167,7 +172,8 @@ class GeNVSModelConfig(ModelConfig):
     """Largest EMA decay."""
 
     def __setstate__(self, state: dict) -> None:
-        # A config.yml is unpickled without __init__: a run written before view_pooling existed averaged all views.
+        # A config.yml is unpickled without __init__: a run written before view_pooling existed averaged all views, and
+        # one written before encoder_norm had an unnormalised backbone (the frozen norms' identity).
         self.__dict__.update({**GeNVSModelConfig().__dict__, **LEGACY_MODEL_SETTINGS, **state})
 
     def check(self, prefix: str = "--pipeline.model.") -> None:
@@ -200,6 +206,10 @@ class GeNVSModelConfig(ModelConfig):
         checks.greater_than(flag("ema_power"), self.ema_power, 0)
         checks.between(flag("ema_max_decay"), self.ema_max_decay, 0, 1)
         checks.existing_file(flag("backbone_weights"), self.backbone_weights)
+        if self.backbone_weights is not None and self.encoder_norm != "frozen":
+            raise GeNVSError(
+                f"{flag('backbone_weights')} holds batch-norm statistics: pass {flag('encoder_norm')} frozen with it"
+            )
         if self.warp_known_view and self.joint_views > 1:
             raise GeNVSError(f"{flag('warp_known_view')} needs {flag('joint_views')} 1 (one view denoised at a time)")
         if self.warp_fill_views > 0 and not self.warp_known_view:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from genvs_ns.geometry import image_rays, rays_through_pixels
 from genvs_ns.model.denoiser import ConditionedDenoiser
-from genvs_ns.model.encoder import DeepLabV3PlusEncoder
+from genvs_ns.model.encoder import BackboneNorm, DeepLabV3PlusEncoder
 from genvs_ns.model.field import FrustumField
 from genvs_ns.model.renderer import RenderOutputs, RenderSettings, render_rays
 from genvs_ns.model.trilinear import ViewPooling
@@ -38,6 +38,7 @@ class NetworkConfig(Protocol):
     mlp_implementation: str
     denoiser_config: str
     backbone_weights: Path | None
+    encoder_norm: BackboneNorm
     rgb_skip: bool
     denoise_residual: bool
     view_pooling: ViewPooling
@@ -104,6 +105,7 @@ class GeNVSNetwork(nn.Module):
             config.decoder_channels,
             tuple(config.aspp_rates),
             config.backbone_weights,
+            config.encoder_norm,
         )
         self.field = FrustumField(
             config.volume_channels,
