@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.genvs-installed
 DEMO_DIR ?= outputs/demo
-# 0.27-0.41 s a step on 2 cores with AVX512/AMX (bf16): 8-12 minutes in all; 1.27 s on an AVX2-only CPU (fp32): 35 minutes.
-# DEMO_STEPS=3200 (14.6 minutes there): the samples beat a copy of the input on the full frame too, on every one of
-# three training seeds (LPIPS 0.193 against 0.209; docs/experiments.md).
+# 0.27-0.41 s a step on 2 cores with AVX512/AMX (bf16): 8-12 minutes in all; 0.48-0.53 s on a 2.1 GHz 2-core AMX Xeon
+# (2026-12-06; the code of 2026-12-05 alike): about 15 minutes; 1.27 s on an AVX2-only CPU (fp32): 35 minutes.
+# DEMO_STEPS=3200 (14.6 minutes on the faster machine, about 27 on the slower): the samples beat a copy of the input
+# on the full frame too, on every one of three training seeds (LPIPS 0.193 against 0.209; docs/experiments.md).
 DEMO_STEPS ?= 1600
 
 .PHONY: demo test lint venv clean-demo docs-animation
