@@ -159,9 +159,10 @@ def test_a_resumed_run_is_the_same_run(toy32, tmp_path):
     saved, the resumed run drew the batches of step 0 again.
 
     Known flake, cause not found: with other processes busy on the cores, the first step after a resume sometimes
-    computes a second value that is itself reproducible (Train Loss 1.1279876 against 1.1279884 on this data; 2 of 17
-    resumes from one checkpoint, 0 of 10 straight runs; batches and random draws equal), and Adam carries it into the
-    weights (up to 4e-4). Alone on the machine (CI) it has not struck. docs/experiments.md, "Resume determinism"."""
+    computes a second value that is itself reproducible (Train Loss 1.1279876 against 1.1279884 on this data; 2 of 29
+    resumed runs, 1 of 7 runs of this test, 0 of 10 straight runs; batches and random draws equal), and Adam carries it
+    into the weights (up to 4e-4). It has struck only beside other busy processes. docs/experiments.md, "Resume
+    determinism under load"."""
     common = [*SMALL_FLAGS, "--output-dir", tmp_path, "--experiment-name", "e"]
     # A worker draws plans ahead of the step: the state saved must be that of the next unseen batch.
     common += ["--pipeline.datamanager.num-workers", "1"]
