@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,16 @@ def _plain(state):
     if isinstance(state, (list, tuple)):
         return type(state)(_plain(v) for v in state)
     return state.item() if isinstance(state, np.generic) else state
+
+
+def _write_failure(exc: BaseException, folder: Path) -> str:
+    """What stopped a write, in words: the OS's reason, or torch's first line, and the space left on the disk."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else lines[0]
+    for where in (folder, *folder.parents):
+        if where.exists():
+            return f"{reason}; {shutil.disk_usage(where).free / 2**20:.0f} MiB free on its disk"
+    return reason
 
 
 def _fsync_dir(path: Path) -> None:
@@ -164,7 +175,6 @@ class GeNVSTrainer(Trainer):
 
     @check_main_thread
     def _write_checkpoint(self, step: int, random_states: list[dict]) -> None:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         partial = self.checkpoint_dir.parent / f".{self.checkpoint_dir.name}-{path.name}.partial"
         state = {
@@ -175,12 +185,22 @@ class GeNVSTrainer(Trainer):
             "scalers": self.grad_scaler.state_dict(),
             "random_states": random_states,  # one per DDP rank
         }
-        with open(partial, "wb") as f:
-            torch.save(_plain(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
-        _fsync_dir(self.checkpoint_dir)
+        # A full disk (or a lost mount) used to end a run with torch's zip writer's "unexpected pos 64 vs 0" and a
+        # traceback, the partial file left behind; the checkpoints before it were intact, which the user is now told.
+        try:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as f:
+                torch.save(_plain(state), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
+            _fsync_dir(self.checkpoint_dir)
+        except (OSError, RuntimeError) as exc:
+            why = _write_failure(exc, self.checkpoint_dir)  # the space left while the partial file holds its share
+            partial.unlink(missing_ok=True)
+            before = any(self.checkpoint_dir.glob("*.ckpt"))
+            kept = "the checkpoints before it are intact" if before else "no checkpoint was written before it"
+            raise DataError(path, f"cannot be written ({why}); the run stopped at step {step}, {kept}") from None
         if self.config.save_only_latest_checkpoint:
             for old in self.checkpoint_dir.glob("*.ckpt"):
                 if old != path:
