@@ -10,6 +10,7 @@ DDP rank, and restored: N steps, or N/2 steps and a resume for the rest, end wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -73,7 +74,9 @@ def _write_failure(exc: BaseException, folder: Path) -> str:
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else lines[0]
     for where in (folder, *folder.parents):
         if where.exists():
-            return f"{reason}; {shutil.disk_usage(where).free / 2**20:.0f} MiB free on its disk"
+            with contextlib.suppress(OSError):
+                return f"{reason}; {shutil.disk_usage(where).free / 2**20:.0f} MiB free on its disk"
+            break
     return reason
 
 
@@ -197,7 +200,8 @@ class GeNVSTrainer(Trainer):
             _fsync_dir(self.checkpoint_dir)
         except (OSError, RuntimeError) as exc:
             why = _write_failure(exc, self.checkpoint_dir)  # the space left while the partial file holds its share
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a lost mount: the one line still comes
+                partial.unlink(missing_ok=True)
             before = any(self.checkpoint_dir.glob("*.ckpt"))
             kept = "the checkpoints before it are intact" if before else "no checkpoint was written before it"
             raise DataError(path, f"cannot be written ({why}); the run stopped at step {step}, {kept}") from None
