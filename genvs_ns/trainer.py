@@ -69,15 +69,14 @@ def _plain(state):
 
 
 def _write_failure(exc: BaseException, folder: Path) -> str:
-    """What stopped a write, in words: the OS's reason, or torch's first line, and the space left on the disk."""
+    """What stopped a write into ``folder``, in words: the OS's reason or torch's first line, and the space left there
+    (where the folder can still be asked)."""
     lines = str(exc).strip().splitlines() or [type(exc).__name__]
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else lines[0]
-    for where in (folder, *folder.parents):
-        if where.exists():
-            with contextlib.suppress(OSError):
-                return f"{reason}; {shutil.disk_usage(where).free / 2**20:.0f} MiB free on its disk"
-            break
-    return reason
+    try:
+        return f"{reason}; {shutil.disk_usage(folder).free / 2**20:.0f} MiB free on its disk"
+    except OSError:  # gone with a lost mount
+        return reason
 
 
 def _fsync_dir(path: Path) -> None:
@@ -199,7 +198,7 @@ class GeNVSTrainer(Trainer):
             os.replace(partial, path)
             _fsync_dir(self.checkpoint_dir)
         except (OSError, RuntimeError) as exc:
-            why = _write_failure(exc, self.checkpoint_dir)  # the space left while the partial file holds its share
+            why = _write_failure(exc, partial.parent)  # the space left while the partial file holds its share
             with contextlib.suppress(OSError):  # a lost mount: the one line still comes
                 partial.unlink(missing_ok=True)
             before = any(self.checkpoint_dir.glob("*.ckpt"))
