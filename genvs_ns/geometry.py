@@ -94,6 +94,16 @@ def image_rays(
     return rays_through_pixels(c2w, K, uv.expand(*c2w.shape[:-2], -1, -1))
 
 
+def ray_distance(z_depth: Float[Tensor, "frames H W"], K: Float[Tensor, "frames 3 3"]) -> Float[Tensor, "frames H W"]:
+    """Camera z-depth (toy data's ``depth/*.npy``, 0 on background) -> distance along each pixel's unit ray, the
+    depth the renderer composites (and ``reprojection_consistency`` reads)."""
+    n, H, W = z_depth.shape
+    # In camera axes (identity c2w) a unit ray's z component is the cosine between it and the optical axis.
+    camera = torch.eye(3, 4).expand(n, 3, 4)
+    _, directions = rays_through_pixels(camera, K.float(), pixel_centres(H, W).expand(n, -1, -1))
+    return z_depth.float() / directions[..., 2].abs().view(n, H, W)
+
+
 def depth_range(
     position: Float[Tensor, "*batch 3"], radius: float
 ) -> tuple[Float[Tensor, "*batch"], Float[Tensor, "*batch"]]:

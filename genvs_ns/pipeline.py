@@ -105,6 +105,7 @@ class GeNVSPipeline(VanillaPipeline):
             world_size=world_size,
             local_rank=local_rank,
             targets_per_object=config.model.joint_views,
+            target_depth=config.model.depth_loss_mult > 0,
         )
         self.datamanager.to(device)
         train = self.datamanager.train_dataset

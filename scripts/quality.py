@@ -215,7 +215,6 @@ def _autoregressive(model, ds, args: QualityArgs, settings: SamplerSettings, sco
     from dataclasses import replace
 
     from genvs_ns.evaluation.consistency import reprojection_consistency, shuffled
-    from genvs_ns.evaluation.paths import true_depth
     from genvs_ns.sampling.autoregressive import generate_path
     from genvs_ns.sampling.trajectories import nearest_first
 
@@ -255,7 +254,7 @@ def _autoregressive(model, ds, args: QualityArgs, settings: SamplerSettings, sco
             "nerf_input_only": (alone.nerf_rgb, alone),
         }
         frames = {name: sequence for name, (sequence, _) in made.items()}
-        depth = true_depth(ds, targets, tuple(truth.shape[-2:]))
+        depth = ds.depths(targets)
         c2w, K = ds.c2w[targets], ds.K[targets]
         for name, sequence in frames.items():
             s = score(sequence, truth)

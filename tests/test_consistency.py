@@ -11,13 +11,12 @@ from genvs_ns.data.toy import SRN_FOCAL_128, look_at_c2w_opencv, pixel_rays, ran
 from genvs_ns.evaluation.consistency import (
     derangement,
     path_scores,
-    ray_distance,
     reprojection_consistency,
     shuffled,
     summary,
     tsed,
 )
-from genvs_ns.geometry import intrinsics_matrix
+from genvs_ns.geometry import intrinsics_matrix, ray_distance
 
 RES, FRAMES, STEP_DEG, SUPERSAMPLE = 64, 6, 15.0, 4
 REPLACED = 3

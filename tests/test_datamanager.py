@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import torch
 
@@ -9,9 +11,11 @@ from genvs_ns.data.datamanager import GeNVSDataManagerConfig
 from genvs_ns.data.srn_dataparser import SRNDataParserConfig
 
 
-def _dm(data, world_size=1, local_rank=0, **kw):
+def _dm(data, world_size=1, local_rank=0, target_depth=False, **kw):
     config = GeNVSDataManagerConfig(dataparser=SRNDataParserConfig(data=data), **kw)
-    return config.setup(device="cpu", test_mode="val", world_size=world_size, local_rank=local_rank)
+    return config.setup(
+        device="cpu", test_mode="val", world_size=world_size, local_rank=local_rank, target_depth=target_depth
+    )
 
 
 def test_batches_hold_distinct_views_of_one_object_each(toy32):
@@ -89,11 +93,12 @@ def test_multi_node_ranks_shard_by_global_rank(toy32, monkeypatch):
 
 def test_prefetching_workers_give_the_same_batches_as_the_training_process(toy32):
     """Workers only decode; which views a batch holds is drawn in the training process, so the run is the same."""
-    inline = _dm(toy32, objects_per_batch=2, num_workers=0, image_cache_size=0)
-    workers = _dm(toy32, objects_per_batch=2, num_workers=2, image_cache_size=0)
+    inline = _dm(toy32, objects_per_batch=2, num_workers=0, image_cache_size=0, target_depth=True)
+    workers = _dm(toy32, objects_per_batch=2, num_workers=2, image_cache_size=0, target_depth=True)
     for step in range(6):
         a, _ = inline.next_train(step)
         b, _ = workers.next_train(step)
+        assert a.target_depth is not None
         for key, value in vars(a).items():
             other = getattr(b, key)
             assert value.dtype == other.dtype and torch.equal(value, other), key
@@ -111,3 +116,36 @@ def test_start_up_does_not_index_every_camera(toy32, monkeypatch):
     dm = _dm(toy32)
     assert len(dm.train_dataset) == 48 and dm.eval_pairs
     assert len(calls) < 10
+
+
+def test_batches_carry_the_targets_true_depth_only_for_a_model_that_trains_on_it(toy32):
+    from genvs_ns.data.toy import read_depth
+    from genvs_ns.geometry import ray_distance
+
+    dm = _dm(toy32, objects_per_batch=3, target_depth=True)
+    ds = dm.train_dataset
+    batch, _ = dm.next_train(0)
+    assert batch.target_depth.shape == (3, 1, 32, 32)
+    for b, target in enumerate(batch.target_index.tolist()):
+        z = torch.from_numpy(read_depth(ds.image_filenames[target]))
+        torch.testing.assert_close(batch.target_depth[b, 0], ray_distance(z[None], ds.K[target][None])[0])
+        # Depth where the image shows the object, none on the white background.
+        background = (batch.target_image[b] > 0.99).all(0)
+        assert bool((batch.target_depth[b, 0][background] == 0).all())
+        assert float((batch.target_depth[b, 0][~background] > 0).float().mean()) > 0.95
+    plain, _ = _dm(toy32, objects_per_batch=3).next_train(0)
+    assert plain.target_depth is None
+
+
+def test_training_on_depth_refuses_data_without_depth_maps_naming_the_image(toy_copy):
+    import pytest
+
+    from genvs_ns.errors import DataError
+
+    missing = sorted((toy_copy / "cars_train").iterdir())[2] / "depth"
+    shutil.rmtree(missing)
+    _dm(toy_copy)  # training without the depth loss needs none
+    with pytest.raises(DataError, match="no depth map beside this image") as info:
+        _dm(toy_copy, target_depth=True)
+    message = str(info.value)
+    assert str(missing.parent) in message and "--pipeline.model.depth-loss-mult" in message and "--depth" in message

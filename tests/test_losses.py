@@ -11,11 +11,13 @@ import torch.nn.functional as F
 from genvs_ns.model.losses import (
     RayRender,
     TrainingOutputs,
+    depth_l1,
     depth_prior,
     opacity_bce,
     training_losses,
     view_consistency,
 )
+from genvs_ns.model.training import depth_at
 
 
 def test_opacity_bce_is_binary_cross_entropy_without_needing_it():
@@ -64,7 +66,8 @@ def _outputs(other: RayRender | None) -> TrainingOutputs:
 def test_the_cross_view_rgb_loss_compares_the_other_volumes_render_with_source_view_0():
     weights = SimpleNamespace(
         diffusion_loss_mult=1.0, rgb_loss_mult=1.0, source_rgb_loss_mult=0.1, opacity_loss_mult=0.01,
-        depth_prior_mult=0.01, consistency_loss_mult=0.1, cross_view_rgb_loss_mult=0.5, object_radius=0.6,
+        depth_prior_mult=0.01, consistency_loss_mult=0.1, cross_view_rgb_loss_mult=0.5, depth_loss_mult=0.0,
+        object_radius=0.6,
     )  # fmt: skip
     other = RayRender(torch.rand(1, 4, 3), torch.ones(1, 4), torch.ones(1, 4))
     out = _outputs(other)
@@ -74,3 +77,20 @@ def test_the_cross_view_rgb_loss_compares_the_other_volumes_render_with_source_v
     assert "cross_view_rgb_loss" not in training_losses(_outputs(None), weights)  # one source view: no other volume
     weights.cross_view_rgb_loss_mult = 0.0
     assert "cross_view_rgb_loss" not in training_losses(out, weights)
+
+
+def test_the_depth_loss_counts_only_pixels_with_a_true_depth():
+    depth = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    truth = torch.tensor([[[[1.5, 0.0], [2.0, 0.0]]]])  # right column: background or a silhouette
+    assert float(depth_l1(depth, truth)) == pytest.approx((0.5 + 1.0) / 2)
+    assert float(depth_l1(depth, torch.zeros_like(truth))) == 0.0
+
+
+def test_true_depth_at_render_size_drops_pixels_that_straddle_a_silhouette():
+    depth = torch.zeros(1, 1, 4, 4)
+    depth[..., :2, :] = 2.0  # top half the object
+    depth[..., 2, :2] = 4.0  # one more row under its left half
+    small = depth_at(depth, (2, 2))
+    torch.testing.assert_close(small, torch.tensor([[[[2.0, 2.0], [0.0, 0.0]]]]))
+    depth[..., 2:, :2] = 4.0
+    assert float(depth_at(depth, (2, 2))[0, 0, 1, 0]) == 4.0  # wholly the object: the area average

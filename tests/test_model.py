@@ -39,6 +39,25 @@ def test_one_step_sends_gradients_to_encoder_field_and_denoiser(toy32):
     assert all(p.grad is None and not p.requires_grad for p in pipeline.model.ema.parameters())
 
 
+def test_the_depth_loss_trains_the_fields_geometry_on_the_targets_true_depth(toy32):
+    torch.manual_seed(0)
+    config = tiny_trainer_config(toy32)
+    config.pipeline.model.depth_loss_mult = 1.0
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    batch, _ = pipeline.datamanager.next_train(0)
+    outputs = pipeline.model(batch)
+    assert outputs.target_depth is not None and outputs.target_depth.shape == outputs.depth.shape
+    assert float((outputs.target_depth > 0).float().mean()) > 0.05
+    losses = pipeline.model.get_loss_dict(outputs, batch)
+    known = outputs.target_depth > 0
+    expected = (outputs.depth - outputs.target_depth).abs()[known].mean()
+    torch.testing.assert_close(losses["depth_loss"], expected)
+    losses["depth_loss"].backward()
+    groups = pipeline.get_param_groups()
+    for group in ("encoder", "field"):  # the geometry: where the volumes hold what the field turns into density
+        assert sum(float(p.grad.abs().sum()) for p in groups[group] if p.grad is not None) > 0, group
+
+
 def test_rgb_loss_compares_each_render_with_its_own_target(toy32):
     """The earlier re-implementation broadcast [B,3,H,W] against [B,1,3,H,W]: every render against every target."""
     pipeline, _ = _setup(toy32)

@@ -20,7 +20,7 @@ from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 
 from genvs_ns import checks
 from genvs_ns.data.dataset import SRNDataset
-from genvs_ns.data.prefetch import BatchPlan, ObjectBatch, PlanShape, TrainingBatches, load_batch
+from genvs_ns.data.prefetch import BatchPlan, ObjectBatch, PlanShape, TrainingBatches, check_depth_maps, load_batch
 from genvs_ns.data.srn_dataparser import SRNDataParserChoice, SRNDataParserConfig
 from genvs_ns.errors import DataError, GeNVSError
 
@@ -119,11 +119,14 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
         world_size: int = 1,
         local_rank: int = 0,
         targets_per_object: int = 1,
+        target_depth: bool = False,
         **kwargs,
     ):
         config.check()
         # The model's joint_views: how many target views of each object one training step denoises together.
         self.targets_per_object = targets_per_object
+        # Whether training batches carry the targets' depth maps (the model's depth_loss_mult).
+        self.target_depth = target_depth
         # VanillaDataManager.__init__, without its last part: it indexes every training camera twice looking for mixed
         # image sizes (for a collate function object batches do not use), 442k TensorDataclass indexings for a split
         # of SRN cars' shape (2212 objects x 50 views): 340 s of ns-train's start-up on 2 cores.
@@ -174,6 +177,9 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
                 self.config.data, f"no training object has the {1 + self.targets_per_object} views a batch needs"
             )
         self.train_objects = self.train_objects[rank :: self.world_size] or self.train_objects
+        if self.target_depth:
+            images = [i for o in self.train_objects for i in ds.object_images[o]]
+            check_depth_maps(ds, images, "--pipeline.model.depth-loss-mult")
         self.rng = np.random.default_rng(self.config.seed + rank)
         self._train_batches: TrainingBatches | None = None  # started at the first step: tools that only render
         # (ns-render, ns-eval) never start the workers
@@ -194,7 +200,13 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
                 self.train_dataset,
                 self.train_objects,
                 self.rng,
-                PlanShape(self.objects_per_batch, cfg.min_source_views, cfg.max_source_views, self.targets_per_object),
+                PlanShape(
+                    self.objects_per_batch,
+                    cfg.min_source_views,
+                    cfg.max_source_views,
+                    self.targets_per_object,
+                    self.target_depth,
+                ),
                 cfg.num_workers,
                 pin_memory=torch.device(self.device).type == "cuda",
             )

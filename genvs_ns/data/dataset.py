@@ -7,13 +7,15 @@ from collections import OrderedDict
 import numpy as np
 import numpy.typing as npt
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, UInt8
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch import Tensor
 
 from genvs_ns.data.images import load_rgb_uint8
-from genvs_ns.geometry import intrinsics_matrix
+from genvs_ns.data.toy import read_depth
+from genvs_ns.geometry import intrinsics_matrix, ray_distance
 
 
 class SRNDataset(InputDataset):
@@ -73,6 +75,23 @@ class SRNDataset(InputDataset):
         self._block[slot, :, :h, :w] = pixels
         self._slots[idx] = slot
         return pixels.contiguous()
+
+    def depth(self, idx: int) -> Float[Tensor, "H W"] | None:
+        """Image ``idx``'s depth as the renderer measures it (distance along each pixel's unit ray; 0 on background)
+        at its camera's size, from the data set's depth map (toy data made with ``--depth``); None where it has none."""
+        z = read_depth(self._dataparser_outputs.image_filenames[idx])
+        if z is None:
+            return None
+        hw = self.image_hw(idx)
+        z = torch.from_numpy(z)
+        if tuple(z.shape) != hw:  # --downscale-factor: the nearest depth, never a blend across an edge
+            z = F.interpolate(z[None, None], size=hw, mode="nearest")[0, 0]
+        return ray_distance(z[None], self.K[idx][None])[0]
+
+    def depths(self, images: list[int]) -> Float[Tensor, "n H W"] | None:
+        """``depth`` of each of these images (of one size); None unless all have a depth map."""
+        maps = [self.depth(i) for i in images]
+        return None if any(m is None for m in maps) else torch.stack(maps)
 
     def get_numpy_image(self, image_idx: int) -> npt.NDArray[np.uint8]:
         return (self.image(image_idx).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

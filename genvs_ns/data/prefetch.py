@@ -22,6 +22,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from genvs_ns.data.dataset import SRNDataset
+from genvs_ns.data.toy import read_depth
+from genvs_ns.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,15 @@ class RawBatch:
     target_K: Float[Tensor, "targets 3 3"]
     object_index: Int[Tensor, " targets"]
     target_index: Int[Tensor, " targets"]
+    target_depth: Float[Tensor, "targets 1 H W"] | None = None
 
     def pin_memory(self) -> RawBatch:
         # DataLoader(pin_memory=True) calls this on custom batch types.
-        return RawBatch(**{k: v.pin_memory() for k, v in vars(self).items()})
+        return RawBatch(**{k: v.pin_memory() if v is not None else None for k, v in vars(self).items()})
 
     def to_device(self, device: torch.device | str) -> ObjectBatch:
         """Float pixels in [0, 1] on ``device``; ``non_blocking`` overlaps the copy with compute when pinned."""
-        out = {k: v.to(device, non_blocking=True) for k, v in vars(self).items()}
+        out = {k: v.to(device, non_blocking=True) if v is not None else None for k, v in vars(self).items()}
         out["source_images"] = out["source_images"].float() / 255.0
         out["target_image"] = out["target_image"].float() / 255.0
         return ObjectBatch(**out)
@@ -73,13 +76,18 @@ class ObjectBatch:
     object_index: Int[Tensor, " targets"]
     target_index: Int[Tensor, " targets"]
     """Dataset image index of each target."""
+    target_depth: Float[Tensor, "targets 1 H W"] | None = None
+    """The targets' true depth (ray distance, 0 on background) where the model trains on it (depth_loss_mult)."""
 
     @property
     def targets_per_object(self) -> int:
         return self.target_image.shape[0] // self.source_images.shape[0]
 
 
-def load_batch(ds: SRNDataset, plan: BatchPlan) -> RawBatch:
+def load_batch(ds: SRNDataset, plan: BatchPlan, target_depth: bool = False) -> RawBatch:
+    """The plan's pixels and cameras and, with ``target_depth``, the targets' depth maps (every one must exist:
+    ``check_depth_maps``)."""
+
     def stack(idx: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         return torch.stack([ds.image_uint8(i) for i in idx]), ds.c2w[idx], ds.K[idx]
 
@@ -95,18 +103,29 @@ def load_batch(ds: SRNDataset, plan: BatchPlan) -> RawBatch:
         target_K=tgt_K,
         object_index=ds.object_index[targets],
         target_index=torch.tensor(targets),
+        target_depth=ds.depths(targets)[:, None] if target_depth else None,
     )
+
+
+def check_depth_maps(ds: SRNDataset, images: list[int], flag: str) -> None:
+    """Refuses, naming the first image without one, a data set whose images lack the depth maps ``flag`` trains on."""
+    for i in images:
+        if read_depth(ds.image_filenames[i]) is None:
+            raise DataError(
+                ds.image_filenames[i], f"no depth map beside this image ({flag} needs data made with --depth)"
+            )
 
 
 @dataclass(frozen=True)
 class PlanShape:
-    """What every training batch holds: how many objects, the range of their source-view count, and how many target
-    views each (more than one for joint training)."""
+    """What every training batch holds: how many objects, the range of their source-view count, how many target
+    views each (more than one for joint training), and whether the targets' depth maps come too."""
 
     objects: int
     min_sources: int
     max_sources: int
     targets_per_object: int = 1
+    target_depth: bool = False
 
 
 def draw_plan(ds: SRNDataset, objects: list[int], rng: np.random.Generator, shape: PlanShape) -> BatchPlan:
@@ -140,11 +159,11 @@ class _Plans(Sampler[BatchPlan]):
 
 
 class _Decode(Dataset[RawBatch]):
-    def __init__(self, ds: SRNDataset):
-        self.ds = ds
+    def __init__(self, ds: SRNDataset, target_depth: bool):
+        self.ds, self.target_depth = ds, target_depth
 
     def __getitem__(self, plan: BatchPlan) -> RawBatch:  # type: ignore[override]
-        return load_batch(self.ds, plan)
+        return load_batch(self.ds, plan, self.target_depth)
 
 
 class TrainingBatches:
@@ -161,10 +180,10 @@ class TrainingBatches:
     ) -> None:
         self.plans = _Plans(ds, objects, rng, shape)
         if num_workers == 0:
-            self._batches: Iterator[RawBatch] = (load_batch(ds, plan) for plan in self.plans)
+            self._batches: Iterator[RawBatch] = (load_batch(ds, plan, shape.target_depth) for plan in self.plans)
             return
         loader = DataLoader(
-            _Decode(ds),
+            _Decode(ds, shape.target_depth),
             batch_size=None,
             sampler=self.plans,
             num_workers=num_workers,

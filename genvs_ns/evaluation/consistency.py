@@ -111,16 +111,6 @@ def reprojection_consistency(
     return Reprojection(abs_sum / (3 * points), (sq_sum / (3 * points)) ** 0.5, points, pairs)
 
 
-def ray_distance(z_depth: Float[Tensor, "frames H W"], K: Float[Tensor, "frames 3 3"]) -> Float[Tensor, "frames H W"]:
-    """Camera z-depth (toy data's ``depth/*.npy``, 0 on background) -> distance along each pixel's unit ray, the
-    depth ``reprojection_consistency`` reads."""
-    n, H, W = z_depth.shape
-    # In camera axes (identity c2w) a unit ray's z component is the cosine between it and the optical axis.
-    camera = torch.eye(3, 4).expand(n, 3, 4)
-    _, directions = rays_through_pixels(camera, K.float(), pixel_centres(H, W).expand(n, -1, -1))
-    return z_depth.float() / directions[..., 2].abs().view(n, H, W)
-
-
 def derangement(n: int, seed: int = 0) -> list[int]:
     """A permutation of range(n) that moves every element (the identity for n < 2, where none exists)."""
     order = list(range(n))

@@ -5,14 +5,10 @@ third of the path (nearest the input first, so the last third is the hardest). A
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from jaxtyping import Float
-from torch import Tensor
 
 from genvs_ns.data.dataset import SRNDataset
-from genvs_ns.data.toy import read_depth
-from genvs_ns.evaluation.consistency import path_scores, ray_distance, summary
+from genvs_ns.evaluation.consistency import path_scores, summary
 from genvs_ns.evaluation.protocol import ObjectViews
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.sampling import SamplerSettings
@@ -62,7 +58,7 @@ def consistency_row(
     truth = torch.stack([ds.image(i) for i in targets])
     scores = path_scores(
         generated.samples, generated.nerf_rgb, generated.depth, generated.accumulation, ds.c2w[targets],
-        ds.K[targets], truth, seed, true_depth(ds, targets, truth.shape[-2:]),
+        ds.K[targets], truth, seed, ds.depths(targets),
     )  # fmt: skip
     row: dict = {
         "object": obj.object_id,
@@ -81,15 +77,3 @@ def consistency_row(
             if key in headline:  # None: no opaque pixel to lift (an untrained field)
                 row[f"{seq}_{key}"] = round(float(headline[key]), 5) if headline[key] is not None else "nan"
     return row
-
-
-def true_depth(ds: SRNDataset, images: list[int], hw: tuple[int, int]) -> Float[Tensor, "frames H W"] | None:
-    """Ray-distance depth of these views from the data set's depth maps, at the images' size; None unless all have
-    one."""
-    maps = [read_depth(ds.image_filenames[i]) for i in images]
-    if any(m is None for m in maps):
-        return None
-    z = torch.from_numpy(np.stack(maps))
-    if tuple(z.shape[-2:]) != tuple(hw):  # --downscale-factor: the nearest depth, never a blend across an edge
-        z = torch.nn.functional.interpolate(z[:, None], size=tuple(hw), mode="nearest")[:, 0]
-    return ray_distance(z, ds.K[images])

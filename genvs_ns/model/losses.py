@@ -47,6 +47,8 @@ class TrainingOutputs:
     """Those rays' pixels."""
     other: RayRender | None
     """The same rays rendered from source view 1's volume (None with a single source view)."""
+    target_depth: Float[Tensor, "batch 1 h w"] | None = None
+    """The target's true depth at render size where a pixel is wholly the object, 0 elsewhere (None: no depth maps)."""
 
     @property
     def rgb(self) -> Float[Tensor, "batch 3 h w"]:
@@ -87,6 +89,12 @@ def view_consistency(own: RayRender, other: RayRender) -> Float[Tensor, ""]:
     return (depth_gap * visible).sum() / visible.sum().clamp_min(1) + acc_gap.mean()
 
 
+def depth_l1(depth: Float[Tensor, "batch 1 h w"], truth: Float[Tensor, "batch 1 h w"]) -> Float[Tensor, ""]:
+    """Mean |rendered - true depth| over the pixels with a true depth (non-zero)."""
+    known = (truth > 0).to(depth.dtype)
+    return ((depth - truth).abs() * known).sum() / known.sum().clamp_min(1.0)
+
+
 class LossWeights(Protocol):
     """The model config's loss settings, read by name."""
 
@@ -97,11 +105,13 @@ class LossWeights(Protocol):
     depth_prior_mult: float
     consistency_loss_mult: float
     cross_view_rgb_loss_mult: float
+    depth_loss_mult: float
     object_radius: float
 
 
 def training_losses(out: TrainingOutputs, weights: LossWeights) -> Dict[str, Tensor]:
-    """The weighted terms under the names nerfstudio logs (the cross-view terms only with a second source view)."""
+    """The weighted terms under the names nerfstudio logs (the cross-view terms only with a second source view, the
+    depth loss only with the targets' depth)."""
     w = weights
     named = {
         "diffusion_loss": w.diffusion_loss_mult * out.diffusion.mean(),
@@ -111,6 +121,8 @@ def training_losses(out: TrainingOutputs, weights: LossWeights) -> Dict[str, Ten
         "depth_prior_loss": w.depth_prior_mult
         * depth_prior(out.depth, out.closest_approach, out.target_foreground, w.object_radius),
     }
+    if out.target_depth is not None and w.depth_loss_mult > 0:
+        named["depth_loss"] = w.depth_loss_mult * depth_l1(out.depth, out.target_depth)
     if out.other is not None:
         named["consistency_loss"] = w.consistency_loss_mult * view_consistency(out.source, out.other)
         if w.cross_view_rgb_loss_mult > 0:

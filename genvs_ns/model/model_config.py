@@ -165,6 +165,9 @@ class GeNVSModelConfig(ModelConfig):
     cross_view_rgb_loss_mult: float = 0.0
     """Weight of the MSE between source view 0's pixels and the same rays rendered from source view 1's volume alone:
     a new view's colours from one view's volume, as a path's input-only frames are rendered (needs 2+ source views)."""
+    depth_loss_mult: float = 0.0
+    """Weight of the L1 between the target view's rendered depth and its true depth where the target is wholly the
+    object (world units). Needs depth maps beside the images (genvs-toy-data --depth; SRN has none); 0: off."""
     # EMA and evaluation.
     ema_power: float = 2.0 / 3.0
     """k-diffusion EMAWarmup power; the EMA weights are used for evaluation and sampling."""
@@ -200,7 +203,8 @@ class GeNVSModelConfig(ModelConfig):
         checks.between(flag("degraded_source_prob"), self.degraded_source_prob, 0, 1)
         checks.at_least(flag("warp_fill_views"), self.warp_fill_views, 0)
         for name in ("diffusion_loss_mult", "rgb_loss_mult", "source_rgb_loss_mult", "opacity_loss_mult",
-                     "depth_prior_mult", "consistency_loss_mult", "cross_view_rgb_loss_mult"):  # fmt: skip
+                     "depth_prior_mult", "consistency_loss_mult", "cross_view_rgb_loss_mult",
+                     "depth_loss_mult"):  # fmt: skip
             checks.at_least(flag(name), getattr(self, name), 0)
         checks.greater_than(flag("object_radius"), self.object_radius, 0)
         checks.greater_than(flag("ema_power"), self.ema_power, 0)

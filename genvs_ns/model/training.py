@@ -129,7 +129,15 @@ def training_outputs(
         source=own,
         source_truth=pixels,
         other=others[0] if others else None,
+        target_depth=None if batch.target_depth is None else depth_at(batch.target_depth, (h, w)),
     )
+
+
+def depth_at(depth: Float[Tensor, "b 1 H W"], hw: tuple[int, int]) -> Float[Tensor, "b 1 h w"]:
+    """True depth (0 on background) area-averaged to ``hw``, kept only where a pixel is wholly the object: at a
+    silhouette the average would blend the surface with the background's zeros."""
+    whole = -F.adaptive_max_pool2d(-(depth > 0).to(depth.dtype), hw)
+    return area_resize(depth, hw) * whole
 
 
 def diffusion_loss(
