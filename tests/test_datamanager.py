@@ -5,10 +5,12 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from genvs_ns.data.datamanager import GeNVSDataManagerConfig
 from genvs_ns.data.srn_dataparser import SRNDataParserConfig
+from genvs_ns.errors import DataError
 
 
 def _dm(data, world_size=1, local_rank=0, target_depth=False, **kw):
@@ -138,10 +140,6 @@ def test_batches_carry_the_targets_true_depth_only_for_a_model_that_trains_on_it
 
 
 def test_training_on_depth_refuses_data_without_depth_maps_naming_the_image(toy_copy):
-    import pytest
-
-    from genvs_ns.errors import DataError
-
     missing = sorted((toy_copy / "cars_train").iterdir())[2] / "depth"
     shutil.rmtree(missing)
     _dm(toy_copy)  # training without the depth loss needs none

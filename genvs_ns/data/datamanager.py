@@ -20,7 +20,7 @@ from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 
 from genvs_ns import checks
 from genvs_ns.data.dataset import SRNDataset
-from genvs_ns.data.prefetch import BatchPlan, ObjectBatch, PlanShape, TrainingBatches, check_depth_maps, load_batch
+from genvs_ns.data.prefetch import BatchPlan, ObjectBatch, PlanShape, TrainingBatches, load_batch
 from genvs_ns.data.srn_dataparser import SRNDataParserChoice, SRNDataParserConfig
 from genvs_ns.errors import DataError, GeNVSError
 
@@ -177,9 +177,10 @@ class GeNVSDataManager(VanillaDataManager[SRNDataset]):
                 self.config.data, f"no training object has the {1 + self.targets_per_object} views a batch needs"
             )
         self.train_objects = self.train_objects[rank :: self.world_size] or self.train_objects
-        if self.target_depth:
-            images = [i for o in self.train_objects for i in ds.object_images[o]]
-            check_depth_maps(ds, images, "--pipeline.model.depth-loss-mult")
+        missing = self.target_depth and ds.without_depth([i for o in self.train_objects for i in ds.object_images[o]])
+        if missing:
+            needs = "--pipeline.model.depth-loss-mult needs data made with --depth"
+            raise DataError(missing, f"no depth map beside this image ({needs})")
         self.rng = np.random.default_rng(self.config.seed + rank)
         self._train_batches: TrainingBatches | None = None  # started at the first step: tools that only render
         # (ns-render, ns-eval) never start the workers

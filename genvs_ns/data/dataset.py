@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -14,7 +15,7 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch import Tensor
 
 from genvs_ns.data.images import load_rgb_uint8
-from genvs_ns.data.toy import read_depth
+from genvs_ns.data.toy import depth_path, read_depth
 from genvs_ns.geometry import intrinsics_matrix, ray_distance
 
 
@@ -87,6 +88,11 @@ class SRNDataset(InputDataset):
         if tuple(z.shape) != hw:  # --downscale-factor: the nearest depth, never a blend across an edge
             z = F.interpolate(z[None, None], size=hw, mode="nearest")[0, 0]
         return ray_distance(z[None], self.K[idx][None])[0]
+
+    def without_depth(self, images: list[int]) -> Path | None:
+        """The first of these images without a depth map beside it (None: all have one). Existence only: nothing is
+        read."""
+        return next((f for f in (self.image_filenames[i] for i in images) if not depth_path(f).is_file()), None)
 
     def depths(self, images: list[int]) -> Float[Tensor, "n H W"] | None:
         """``depth`` of each of these images (of one size); None unless all have a depth map."""

@@ -22,8 +22,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from genvs_ns.data.dataset import SRNDataset
-from genvs_ns.data.toy import read_depth
-from genvs_ns.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ class ObjectBatch:
 
 def load_batch(ds: SRNDataset, plan: BatchPlan, target_depth: bool = False) -> RawBatch:
     """The plan's pixels and cameras and, with ``target_depth``, the targets' depth maps (every one must exist:
-    ``check_depth_maps``)."""
+    the datamanager checks at setup)."""
 
     def stack(idx: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         return torch.stack([ds.image_uint8(i) for i in idx]), ds.c2w[idx], ds.K[idx]
@@ -105,15 +103,6 @@ def load_batch(ds: SRNDataset, plan: BatchPlan, target_depth: bool = False) -> R
         target_index=torch.tensor(targets),
         target_depth=ds.depths(targets)[:, None] if target_depth else None,
     )
-
-
-def check_depth_maps(ds: SRNDataset, images: list[int], flag: str) -> None:
-    """Refuses, naming the first image without one, a data set whose images lack the depth maps ``flag`` trains on."""
-    for i in images:
-        if read_depth(ds.image_filenames[i]) is None:
-            raise DataError(
-                ds.image_filenames[i], f"no depth map beside this image ({flag} needs data made with --depth)"
-            )
 
 
 @dataclass(frozen=True)

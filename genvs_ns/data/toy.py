@@ -545,10 +545,15 @@ def write_object(folder: Path, rng: np.random.Generator, num_views: int, res: in
             np.save(folder / "depth" / f"{name}.npy", np.where(np.isfinite(t[i]), t[i], 0).astype(np.float32))
 
 
+def depth_path(image: Path) -> Path:
+    """Where ``write_object`` writes ``image``'s z-depth map: ``<instance>/depth/<stem>.npy``."""
+    return Path(image).parent.parent / "depth" / f"{Path(image).stem}.npy"
+
+
 def read_depth(image: Path) -> np.ndarray | None:
-    """The z-depth map ``write_object`` wrote for ``image`` (``<instance>/depth/<stem>.npy``), or None if there is
-    none (data made without ``--depth``, or not toy data)."""
-    path = Path(image).parent.parent / "depth" / f"{Path(image).stem}.npy"
+    """The z-depth map ``write_object`` wrote for ``image`` (``depth_path``), or None if there is none (data made
+    without ``--depth``, or not toy data)."""
+    path = depth_path(image)
     if not path.is_file():
         return None
     try:
