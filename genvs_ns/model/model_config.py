@@ -167,7 +167,8 @@ class GeNVSModelConfig(ModelConfig):
     a new view's colours from one view's volume, as a path's input-only frames are rendered (needs 2+ source views)."""
     depth_loss_mult: float = 0.0
     """Weight of the L1 between the target view's rendered depth and its true depth where the target is wholly the
-    object (world units). Needs depth maps beside the images (genvs-toy-data --depth; SRN has none); 0: off."""
+    object (world units). Needs depth maps beside the images (genvs-toy-data --depth; SRN has none); 0: off. On the
+    demo's cars 1 did best of 0.3, 1 and 3 (docs/experiments.md)."""
     # EMA and evaluation.
     ema_power: float = 2.0 / 3.0
     """k-diffusion EMAWarmup power; the EMA weights are used for evaluation and sampling."""
