@@ -160,7 +160,7 @@ def test_a_resumed_run_is_the_same_run(toy32, tmp_path):
 
     The runs use ATen's and MKL's AVX2 kernels: on the 2-core AVX-512/AMX virtual machine this project is built and
     tested on, an AVX-512 `exp` in the first step of a process comes out about 1e-4 off in about one process in 15
-    (7 of 105 resumes under load; 0 of 60 with these two settings). It is the machine's, not this code's: the same
+    (7 of 105 resumes under load; 0 of 110 with these two settings). It is the machine's, not this code's: the same
     operator on the same inputs is right a moment later in the same process. Should it strike anyway, the resume is
     tried up to three times and the straight run once more; a resume that restores the wrong state fails every time.
     docs/experiments.md, "The resume flake, located"."""
