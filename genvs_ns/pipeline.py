@@ -202,10 +202,10 @@ class GeNVSPipeline(VanillaPipeline):
                 metrics["num_rays_per_sec"] = height * width / (time.perf_counter() - start)
                 metrics["fps"] = metrics["num_rays_per_sec"] / (height * width)
                 per_image.append(metrics)
-                nerf.append(outputs["rgb"].cpu())
+                nerf.append(outputs.rgb.cpu())
                 targets.append(batch.target_image.cpu())
-                if "sample" in outputs:
-                    samples.append(outputs["sample"].cpu())
+                if outputs.sample is not None:
+                    samples.append(outputs.sample.cpu())
                 if output_path is not None:
                     for key, image in images.items():
                         vutils.save_image(image.permute(2, 0, 1).cpu(), output_path / f"eval_{key}_{k:04d}.png")

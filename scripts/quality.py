@@ -126,17 +126,17 @@ def main(args: QualityArgs) -> dict:
         out = render_pairs(model, batch, settings, generator, callback if args.trajectory else None)
         steps_seen.append(per_step)
         # The denoiser's view of the render: RGB rendered at its lower resolution, upsampled (the residual's base).
-        lowres = model.ema.upsample(out["features"], tuple(truth.shape[-2:]))[:, :3].float().clamp(0, 1)
-        scores["nerf"] += score(out["rgb"], truth)
+        lowres = model.ema.upsample(out.features, tuple(truth.shape[-2:]))[:, :3].float().clamp(0, 1)
+        scores["nerf"] += score(out.rgb, truth)
         scores["nerf_lowres"] += score(lowres, truth)
-        scores["sample"] += score(out["sample"], truth)
+        scores["sample"] += score(out.sample, truth)
         scores["input_copy"] += score(batch.source_images[:, 0], truth)
         scores["white"] += score(torch.ones_like(truth), truth)  # the floor any figure must be read against
         for i in range(len(truth)):
             if len(rows) < 8:
-                rows.append(torch.cat([batch.source_images[i, 0], truth[i], out["rgb"][i], out["sample"][i]], -1))
+                rows.append(torch.cat([batch.source_images[i, 0], truth[i], out.rgb[i], out.sample[i]], -1))
         if args.sigma_sweep:
-            _sigma_sweep(model, batch, out["features"], sweep, args.seed + b)
+            _sigma_sweep(model, batch, out.features, sweep, args.seed + b)
 
     result: dict = {
         "checkpoint": str(args.load_config),

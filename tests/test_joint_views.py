@@ -81,7 +81,7 @@ def test_several_targets_of_one_object_render_as_each_alone(toy32):
         both = net.render_image(cond, ds.c2w[views[1:3]], ds.K[views[1:3]], (32, 32), (16, 16), rs)
         each = [net.render_image(cond, ds.c2w[[v]], ds.K[[v]], (32, 32), (16, 16), rs) for v in views[1:3]]
     for key in ("features", "depth", "accumulation"):
-        torch.testing.assert_close(both[key], torch.cat([e[key] for e in each]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(getattr(both, key), torch.cat([getattr(e, key) for e in each]), atol=1e-5, rtol=1e-5)
 
 
 def test_joint_training_draws_targets_of_one_object_sharing_a_noise_level(toy32, monkeypatch):
@@ -221,7 +221,7 @@ def test_evaluation_batches_denoise_each_target_beside_its_source_view(toy32, mo
     monkeypatch.setattr(batches_module, "render_views", recording)
     items = [Item(obj, views[1]), Item(obj, views[2])]
     (rendered,) = batches_module.render_batches(pipeline.model, ds, [items], SamplerSettings(steps=2), seed=0)
-    assert rendered.outputs["sample"].shape == (2, 3, 32, 32)
+    assert rendered.sample.shape == (2, 3, 32, 32)
     ((c2w, known),) = seen
     torch.testing.assert_close(c2w, ds.c2w[[views[1], views[2]]])  # the targets, not the known views
     torch.testing.assert_close(known.images[:, 0], torch.stack([ds.image(views[0])] * 2))

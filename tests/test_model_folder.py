@@ -66,7 +66,7 @@ def test_a_pipeline_over_a_data_set_scores_as_the_run_does(model_folder, tiny_ru
     assert ours.datamanager.eval_pairs == theirs.datamanager.eval_pairs
     batch = ours.datamanager.eval_batch(ours.datamanager.eval_pairs[:1])
     a, b = render_pairs(ours.model, batch), render_pairs(theirs.model, batch)
-    torch.testing.assert_close(a["rgb"], b["rgb"])
+    torch.testing.assert_close(a.rgb, b.rgb)
     with pytest.raises(DataError, match="give --data"):
         load_pipeline_folder(model_folder, None)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator
+from typing import Iterator
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from genvs_ns.data.dataset import SRNDataset
@@ -21,8 +22,10 @@ from genvs_ns.sampling.views import known_per_sample, render_views, sources_as_k
 @dataclass
 class RenderedBatch:
     items: list[Item]
-    outputs: Dict[str, Tensor]
-    """The scored outputs, on the CPU, one row per item: ``rgb`` (the NeRF render) and, with a sampler, ``sample``."""
+    nerf: Float[Tensor, "items 3 H W"]
+    """The NeRF RGB, on the CPU, one row per item."""
+    sample: Float[Tensor, "items 3 H W"] | None
+    """With a sampler, the diffusion samples, on the CPU."""
     seconds: float
     """Wall time of the batch, its objects' encoding included."""
 
@@ -90,5 +93,5 @@ def render_batches(
             known=known,
         )  # fmt: skip
         # Only what is scored leaves the device: depth, accumulation and the feature image stay behind.
-        outputs = {k: outputs[k].float().cpu() for k in ("rgb", "sample") if k in outputs}
-        yield RenderedBatch(items, outputs, time.perf_counter() - start)
+        sample = outputs.sample.float().cpu() if outputs.sample is not None else None
+        yield RenderedBatch(items, outputs.rgb.float().cpu(), sample, time.perf_counter() - start)

@@ -24,8 +24,9 @@ from genvs_ns.model.ema import ema_update
 from genvs_ns.model.losses import TrainingOutputs, training_losses
 from genvs_ns.model.model_config import GeNVSModelConfig  # older config.yml files name it here
 from genvs_ns.model.network import Conditioning, GeNVSNetwork
+from genvs_ns.model.outputs import ViewRenders
 from genvs_ns.model.precision import autocast, autocast_dtype
-from genvs_ns.model.renderer import RenderSettings
+from genvs_ns.model.renderer import RenderedImages, RenderSettings
 from genvs_ns.model.training import training_outputs
 
 
@@ -173,16 +174,12 @@ class GeNVSModel(Model):
         target_K: Float[Tensor, "batch 3 3"],
         target_hw: tuple[int, int] | None = None,
         use_ema: bool = True,
-    ) -> Dict[str, Tensor]:
-        """NeRF RGB (clamped to [0, 1]), depth and accumulation at ``target_hw`` (default: the source image size);
-        ``target_K`` is in pixels of ``target_hw``."""
+    ) -> ViewRenders:
+        """NeRF RGB, depth and accumulation at ``target_hw`` (default: the source image size); ``target_K`` is in
+        pixels of ``target_hw``."""
         target_hw = tuple(target_hw or cond.image_hw)
         full = self._render_image(cond, target_c2w, target_K, target_hw, target_hw, use_ema)
-        return {
-            "rgb": full["features"][:, :3].clamp(0, 1),
-            "depth": full["depth"],
-            "accumulation": full["accumulation"],
-        }
+        return ViewRenders(full.features[:, :3].clamp(0, 1), full.depth, full.accumulation)
 
     def render_features(
         self,
@@ -196,7 +193,7 @@ class GeNVSModel(Model):
         target_hw = tuple(target_hw or cond.image_hw)
         return self._render_image(
             cond, target_c2w, target_K, target_hw, self.config.feature_hw(cond.image_hw), use_ema
-        )["features"]
+        ).features
 
     def denoiser_conditioning(
         self,
@@ -215,18 +212,18 @@ class GeNVSModel(Model):
         target_hw = tuple(target_hw or cond.image_hw)
         net = self.network(use_ema)
         out = self._render_image(cond, target_c2w, target_K, target_hw, self.config.feature_hw(cond.image_hw), use_ema)
-        image = net.upsample(out["features"], cond.image_hw)
+        image = net.upsample(out.features, cond.image_hw)
         if not net.warps:
-            return out["features"], image
+            return out.features, image
         if known is None:
             raise GeNVSError("this model is conditioned on a known view warped into each new one: none given")
         with self.autocast():
             warped = net.warp_known(
                 cond, *known, target_c2w, target_K, target_hw, out, self.render_settings(False), edge_margins
             )
-        return out["features"], torch.cat([image, warped.to(image.dtype)], dim=1)
+        return out.features, torch.cat([image, warped.to(image.dtype)], dim=1)
 
-    def _render_image(self, cond, c2w, K, target_hw, out_hw, use_ema: bool) -> Dict[str, Tensor]:
+    def _render_image(self, cond, c2w, K, target_hw, out_hw, use_ema: bool) -> RenderedImages:
         # Evaluation renders: the EMA (or trained) field, unstratified samples, the model's autocast.
         with self.autocast():
             return self.network(use_ema).render_image(
@@ -248,24 +245,24 @@ class GeNVSModel(Model):
         return self._render_camera(camera)
 
     def get_image_metrics_and_images(
-        self, outputs: Dict[str, Tensor], batch: ObjectBatch
+        self, outputs: ViewRenders, batch: ObjectBatch
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         gt = batch.target_image
         metrics = {
-            "psnr": float(peak_signal_noise_ratio(outputs["rgb"], gt, data_range=1.0)),
-            "ssim": float(structural_similarity_index_measure(outputs["rgb"], gt, data_range=1.0)),
+            "psnr": float(peak_signal_noise_ratio(outputs.rgb, gt, data_range=1.0)),
+            "ssim": float(structural_similarity_index_measure(outputs.rgb, gt, data_range=1.0)),
         }
-        row = [batch.source_images[:, 0], gt, outputs["rgb"]]
-        if "sample" in outputs:
-            metrics["sample_psnr"] = float(peak_signal_noise_ratio(outputs["sample"], gt, data_range=1.0))
-            metrics["sample_ssim"] = float(structural_similarity_index_measure(outputs["sample"], gt, data_range=1.0))
-            row.append(outputs["sample"])
+        row = [batch.source_images[:, 0], gt, outputs.rgb]
+        if outputs.sample is not None:
+            metrics["sample_psnr"] = float(peak_signal_noise_ratio(outputs.sample, gt, data_range=1.0))
+            metrics["sample_ssim"] = float(structural_similarity_index_measure(outputs.sample, gt, data_range=1.0))
+            row.append(outputs.sample)
         # As nerfstudio's methods show them: turbo between the target camera's near and far planes, masked by
         # accumulation; "img" is the side-by-side (source | truth | NeRF RGB | sample).
         near, far = depth_range(batch.target_c2w[0, :3, 3], (self.far - self.near) / 2)
-        accumulation = outputs["accumulation"][0].permute(1, 2, 0)
+        accumulation = outputs.accumulation[0].permute(1, 2, 0)
         depth = colormaps.apply_depth_colormap(
-            outputs["depth"][0].permute(1, 2, 0), accumulation, near_plane=float(near), far_plane=float(far)
+            outputs.depth[0].permute(1, 2, 0), accumulation, near_plane=float(near), far_plane=float(far)
         )
         images = {
             "img": torch.cat(row, dim=-1)[0].permute(1, 2, 0),

@@ -18,7 +18,7 @@ from genvs_ns.geometry import image_rays, rays_through_pixels
 from genvs_ns.model.denoiser import ConditionedDenoiser
 from genvs_ns.model.encoder import BackboneNorm, DeepLabV3PlusEncoder
 from genvs_ns.model.field import FrustumField
-from genvs_ns.model.renderer import RenderOutputs, RenderSettings, render_rays
+from genvs_ns.model.renderer import RenderedImages, RenderOutputs, RenderSettings, render_rays
 from genvs_ns.model.trilinear import ViewPooling
 from genvs_ns.model.warp import WARP_CHANNELS, WARP_TOLERANCE, fill_holes, warp_known_view
 
@@ -177,9 +177,9 @@ class GeNVSNetwork(nn.Module):
         out_hw: tuple[int, int],
         settings: RenderSettings,
         chunk: int = 1 << 14,
-    ) -> dict[str, Tensor]:
-        """Feature image ``[targets, L, h, w]``, depth and accumulation ``[targets, 1, h, w]`` at ``out_hw``. The
-        targets are a whole number per conditioned object, object-major (joint training renders several of each)."""
+    ) -> RenderedImages:
+        """Feature images, depth and accumulation of the targets at ``out_hw``. The targets are a whole number per
+        conditioned object, object-major (joint training renders several of each)."""
         B, T, (h, w) = cond.volumes.shape[0], c2w.shape[0], out_hw
         if T % B:
             raise ValueError(f"{T} target cameras for {B} conditioned objects")
@@ -194,11 +194,11 @@ class GeNVSNetwork(nn.Module):
             x = torch.cat(values, dim=1)
             return (x if x.dim() == 3 else x[..., None]).reshape(T, h * w, -1).transpose(1, 2).reshape(T, -1, h, w)
 
-        return {
-            "features": image([p.features for p in parts]),
-            "depth": image([p.depth for p in parts]),
-            "accumulation": image([p.accumulation for p in parts]),
-        }
+        return RenderedImages(
+            image([p.features for p in parts]),
+            image([p.depth for p in parts]),
+            image([p.accumulation for p in parts]),
+        )
 
     def render_pixels(
         self,
@@ -220,7 +220,7 @@ class GeNVSNetwork(nn.Module):
         target_c2w: Float[Tensor, "batch 3 4"],
         target_K: Float[Tensor, "batch 3 3"],
         target_hw: tuple[int, int],
-        target: dict[str, Tensor],
+        target: RenderedImages,
         settings: RenderSettings,
         edge_margins: Sequence[int] = (),
     ) -> Float[Tensor, "batch 4 H W"]:
@@ -233,7 +233,7 @@ class GeNVSNetwork(nn.Module):
         given; warp.known_edge_margin)."""
         if not known.shape[0] == target_c2w.shape[0] == cond.volumes.shape[0]:
             raise ValueError(f"known views of {known.shape[0]} objects for {target_c2w.shape[0]} targets: one each")
-        known_hw, hw = tuple(known.shape[-2:]), tuple(target["depth"].shape[-2:])
+        known_hw, hw = tuple(known.shape[-2:]), tuple(target.depth.shape[-2:])
         warps = []
         for view in range(known.shape[1]):
             with torch.no_grad():
@@ -242,13 +242,13 @@ class GeNVSNetwork(nn.Module):
                 known[:, view],
                 known_c2w[:, view],
                 known_K[:, view],
-                seen["depth"],
-                seen["accumulation"],
+                seen.depth,
+                seen.accumulation,
                 target_c2w,
                 target_K,
                 target_hw,
-                target["depth"].detach(),
-                target["accumulation"].detach(),
+                target.depth.detach(),
+                target.accumulation.detach(),
                 WARP_TOLERANCE * settings.radius,
                 edge_margins[view] if view < len(edge_margins) else 0,
             )

@@ -35,6 +35,15 @@ class RenderOutputs:
     accumulation: Float[Tensor, "batch rays"]
 
 
+@dataclass
+class RenderedImages:
+    """``RenderOutputs`` of whole target images (``GeNVSNetwork.render_image``)."""
+
+    features: Float[Tensor, "targets L h w"]
+    depth: Float[Tensor, "targets 1 h w"]
+    accumulation: Float[Tensor, "targets 1 h w"]
+
+
 def _inverse_cdf(
     edges: Float[Tensor, "*rays bins+1"], weights: Float[Tensor, "*rays bins"], n: int, stratified: bool
 ) -> Float[Tensor, "*rays n"]:

@@ -90,7 +90,7 @@ def training_outputs(
                 target,
                 rs,
             )
-    features = target["features"]
+    features = target.features
     diffusion = diffusion_loss(net, c, features, tgt, autocast, views, warped)
 
     # Source view 0 re-rendered on a ray subset from its own volume (and from source 1's, if there is one).
@@ -120,8 +120,8 @@ def training_outputs(
     origins, directions = image_rays(batch.target_c2w, batch.target_K, (H, W), (h, w))
     return TrainingOutputs(
         features=features,
-        depth=target["depth"],
-        accumulation=target["accumulation"],
+        depth=target.depth,
+        accumulation=target.accumulation,
         diffusion=diffusion,
         target_rgb=area_resize(tgt, (h, w)),
         target_foreground=area_resize(foreground(tgt), (h, w)),

@@ -103,12 +103,12 @@ def generate_path(
             callback=callback,
             known=known,
         )
-        frame = out["sample"][0]
+        frame = out.sample[0]
         samples.append(frame.cpu())
         known_pool.append((samples[-1], target_c2w[i].cpu(), target_K[i].cpu()))
-        nerf.append(out["rgb"][0].cpu())
-        depth.append(out["depth"][0, 0].float().cpu())
-        accumulation.append(out["accumulation"][0, 0].float().cpu())
+        nerf.append(out.rgb[0].cpu())
+        depth.append(out.depth[0, 0].float().cpu())
+        accumulation.append(out.accumulation[0, 0].float().cpu())
         frames.append(encode(frame, target_c2w[i], target_K[i]))
         result.context.append(names)
         if save_progress:

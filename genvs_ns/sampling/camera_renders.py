@@ -167,4 +167,4 @@ class CameraRenders(nn.Module):
                 ds.K[index][None, None].to(device),
             )
         out = render_views(model, cond, c2w, K, target_hw=hw, sampling=sampling, generator=generator, known=known)
-        return {k: v[0].permute(1, 2, 0) for k, v in out.items() if k != "features"}
+        return {k: v[0].permute(1, 2, 0) for k, v in out.images().items()}

@@ -6,8 +6,8 @@ model's encode / render / render_features and the denoiser.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch import Tensor
 from genvs_ns.data.prefetch import ObjectBatch
 from genvs_ns.model.genvs_model import GeNVSModel
 from genvs_ns.model.network import Conditioning
+from genvs_ns.model.outputs import ViewRenders
 from genvs_ns.sampling import SamplerSettings
 from genvs_ns.sampling.diffusion import Generators, KnownViews, sample
 
@@ -45,13 +46,12 @@ def render_views(
     callback: Callable | None = None,
     use_ema: bool = True,
     known: KnownFrames | None = None,
-) -> Dict[str, Tensor]:
-    """``rgb``, ``depth`` and ``accumulation`` at ``target_hw`` (default: the source image size; ``target_K`` in its
-    pixels); with ``sampling`` also ``sample`` and the denoiser's conditioning ``features`` (at its lower resolution).
-    The denoiser always works at the source image size; its sample is resized to ``target_hw`` where that differs.
-    ``known`` frames: a denoiser trained with joint_views > 1 denoises each sample beside them; one trained with
-    warp_known_view is conditioned on them warped into the target (the first where it sees the surface, the others
-    in its holes)."""
+) -> ViewRenders:
+    """The NeRF render at ``target_hw`` (default: the source image size; ``target_K`` in its pixels); with ``sampling``
+    also the sample and the feature image it was conditioned on. The denoiser always works at the source image size;
+    its sample is resized to ``target_hw`` where that differs. ``known`` frames: a denoiser trained with several joint
+    views denoises each sample beside them; one trained with warp_known_view is conditioned on them warped into the
+    target (the first where it sees the surface, the others in its holes)."""
     out = model.render(cond, target_c2w, target_K, target_hw, use_ema)
     if sampling is not None:
         H, W = cond.image_hw
@@ -72,7 +72,7 @@ def render_views(
             image = sample(net.denoiser, cond_image, sampling, generator, callback, known=joint).float()
         if tuple(target_hw or (H, W)) != (H, W):
             image = F.interpolate(image, size=target_hw, mode="bilinear", align_corners=False)
-        out["sample"], out["features"] = image, features
+        out = replace(out, sample=image, features=features)
     return out
 
 
@@ -83,7 +83,7 @@ def render_pairs(
     sampling: SamplerSettings | None = None,
     generator: torch.Generator | None = None,
     callback: Callable | None = None,
-) -> Dict[str, Tensor]:
+) -> ViewRenders:
     """``render_views`` for a batch of evaluation pairs (the datamanager's ``eval_batch``), EMA weights; a model
     trained with joint_views > 1 denoises each target beside (up to joint_views - 1 of) its source views."""
     cond = model.encode(batch.source_images, batch.source_c2w, batch.source_K)

@@ -62,7 +62,7 @@ def main(args: ContactSheetArgs) -> dict:
         out = render_pairs(pipeline.model, batch, settings, generator)
         metrics, _ = pipeline.model.get_image_metrics_and_images(out, batch)
         psnr.append(metrics)
-        rows.append(torch.cat([batch.source_images[0, 0], batch.target_image[0], out["rgb"][0], out["sample"][0]], -1))
+        rows.append(torch.cat([batch.source_images[0, 0], batch.target_image[0], out.rgb[0], out.sample[0]], -1))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_image(torch.cat(rows, dim=-2).cpu(), args.output)
     summary = {

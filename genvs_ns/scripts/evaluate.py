@@ -182,8 +182,8 @@ def _score_batches(args: EvalArgs, model, ds, batches: list, results: ObjectResu
         task = progress.add_task("images", total=total)
         for k, batch in enumerate(render_batches(model, ds, batches, sampling, args.seed)):
             truths = torch.stack([ds.image(item.image) for item in batch.items])
-            rendered = {"nerf": "rgb", "sample": "sample"}
-            images = {name: batch.outputs[rendered[name]] for name in args.outputs if name in rendered}
+            rendered = {"nerf": batch.nerf, "sample": batch.sample}
+            images = {name: rendered[name] for name in args.outputs if rendered.get(name) is not None}
             if "input" in args.outputs:
                 images["input"] = torch.stack([ds.image(item.obj.sources[0]) for item in batch.items])
             unscored = [{"lpips": float("nan"), "crop_lpips": float("nan")}] * len(truths)
