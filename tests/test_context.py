@@ -46,7 +46,7 @@ def test_generated_frames_are_weighted_against_the_input():
     both = Conditioning.cat([inputs, frame.weighted(0.1), frame.weighted(0.1)])
     torch.testing.assert_close(both.weights, torch.tensor([[1.0, 0.1, 0.1]]))
     assert both.select(slice(1, 3)).weights.shape == (1, 2)
-    assert ContextPolicy().generated_frame_weight == 0.1
+    assert ContextPolicy().generated_frame_weight == 0.01
     with pytest.raises(GeNVSError, match="generated-frame-weight"):
         ContextPolicy(generated_frame_weight=0.0).check()
 
