@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from genvs_ns.model.losses import (
     RayRender,
+    SilhouetteRays,
     TrainingOutputs,
     depth_l1,
     depth_prior,
@@ -17,7 +18,7 @@ from genvs_ns.model.losses import (
     training_losses,
     view_consistency,
 )
-from genvs_ns.model.training import depth_at
+from genvs_ns.model.training import depth_at, silhouette_pixels
 
 
 def test_opacity_bce_is_binary_cross_entropy_without_needing_it():
@@ -94,3 +95,32 @@ def test_true_depth_at_render_size_drops_pixels_that_straddle_a_silhouette():
     torch.testing.assert_close(small, torch.tensor([[[[2.0, 2.0], [0.0, 0.0]]]]))
     depth[..., 2:, :2] = 4.0
     assert float(depth_at(depth, (2, 2))[0, 0, 1, 0]) == 4.0  # wholly the object: the area average
+
+
+def test_silhouette_rays_are_drawn_within_the_band_of_the_outline_on_both_sides():
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[0, :, 4:10, 5:12] = 1.0  # rows 4-9, columns 5-11; the second image has no object, so no outline
+    uv = silhouette_pixels(mask, 2000, band=2, generator=torch.Generator().manual_seed(0))
+    assert uv.shape == (2, 2000, 2)
+    x, y = uv[0, :, 0], uv[0, :, 1]
+    assert int(x.min()) == 3 and int(x.max()) == 13 and int(y.min()) == 2 and int(y.max()) == 11
+    deep_inside = (x >= 7) & (x <= 9) & (y >= 6) & (y <= 7)  # more than 2 pixels from every edge
+    assert not bool(deep_inside.any())
+    on_object = mask[0, 0, y, x]
+    assert 0.2 < float(on_object.mean()) < 0.8  # the band's inner and outer halves both drawn
+    x, y = uv[1, :, 0], uv[1, :, 1]
+    assert int(x.min()) == 0 and int(x.max()) == 15 and int(y.min()) == 0 and int(y.max()) == 15  # anywhere
+
+
+def test_the_silhouette_loss_is_the_bce_of_the_outline_rays():
+    weights = SimpleNamespace(
+        diffusion_loss_mult=1.0, rgb_loss_mult=1.0, source_rgb_loss_mult=0.1, opacity_loss_mult=0.01,
+        depth_prior_mult=0.01, consistency_loss_mult=0.1, cross_view_rgb_loss_mult=0.0, depth_loss_mult=0.0,
+        silhouette_loss_mult=0.5, object_radius=0.6,
+    )  # fmt: skip
+    out = _outputs(None)
+    assert "silhouette_loss" not in training_losses(out, weights)
+    rays = SilhouetteRays(torch.tensor([[0.2, 0.9, 0.6]]), torch.tensor([[0.0, 1.0, 0.0]]))
+    out.silhouette = rays
+    expected = 0.5 * F.binary_cross_entropy(rays.accumulation, rays.foreground)
+    assert float(training_losses(out, weights)["silhouette_loss"]) == pytest.approx(float(expected), rel=1e-5)

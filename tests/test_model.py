@@ -260,3 +260,20 @@ def test_one_render_of_several_conditionings_is_each_of_their_renders(toy32):
     assert len(one_grads) == len(two_grads) > 0
     for a, b in zip(one_grads, two_grads):
         torch.testing.assert_close(a, b)
+
+
+def test_the_silhouette_loss_trains_the_fields_geometry_on_full_resolution_rays(toy32):
+    torch.manual_seed(0)
+    config = tiny_trainer_config(toy32)
+    config.pipeline.model.silhouette_rays = 32
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    batch, _ = pipeline.datamanager.next_train(0)
+    outputs = pipeline.model(batch)
+    assert outputs.silhouette is not None and outputs.silhouette.accumulation.shape == (batch.target_image.shape[0], 32)
+    truth = outputs.silhouette.foreground
+    assert 0 < float(truth.mean()) < 1  # drawn at the outline: object and background rays alike
+    losses = pipeline.model.get_loss_dict(outputs, batch)
+    losses["silhouette_loss"].backward()
+    groups = pipeline.get_param_groups()
+    for group in ("encoder", "field"):
+        assert sum(float(p.grad.abs().sum()) for p in groups[group] if p.grad is not None) > 0, group

@@ -26,6 +26,15 @@ class RayRender:
 
 
 @dataclass
+class SilhouetteRays:
+    """Target-view rays near the true outline, at the full image resolution."""
+
+    accumulation: Float[Tensor, "batch rays"]
+    foreground: Float[Tensor, "batch rays"]
+    """1 where the ray's pixel is the object."""
+
+
+@dataclass
 class TrainingOutputs:
     """What one training step renders, with the ground truth at the render's resolution."""
 
@@ -49,6 +58,8 @@ class TrainingOutputs:
     """The same rays rendered from source view 1's volume (None with a single source view)."""
     target_depth: Float[Tensor, "batch 1 h w"] | None = None
     """The target's true depth at render size where a pixel is wholly the object, 0 elsewhere (None: no depth maps)."""
+    silhouette: SilhouetteRays | None = None
+    """With silhouette_rays: the target's rays near its outline (None: off)."""
 
     @property
     def rgb(self) -> Float[Tensor, "batch 3 h w"]:
@@ -106,6 +117,7 @@ class LossWeights(Protocol):
     consistency_loss_mult: float
     cross_view_rgb_loss_mult: float
     depth_loss_mult: float
+    silhouette_loss_mult: float
     object_radius: float
 
 
@@ -123,6 +135,10 @@ def training_losses(out: TrainingOutputs, weights: LossWeights) -> Dict[str, Ten
     }
     if out.target_depth is not None and w.depth_loss_mult > 0:
         named["depth_loss"] = w.depth_loss_mult * depth_l1(out.depth, out.target_depth)
+    if out.silhouette is not None:
+        named["silhouette_loss"] = w.silhouette_loss_mult * opacity_bce(
+            out.silhouette.accumulation, out.silhouette.foreground
+        )
     if out.other is not None:
         named["consistency_loss"] = w.consistency_loss_mult * view_consistency(out.source, out.other)
         if w.cross_view_rgb_loss_mult > 0:

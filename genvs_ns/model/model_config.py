@@ -90,6 +90,12 @@ class GeNVSModelConfig(ModelConfig):
     """Importance samples per ray, drawn from the coarse weights (each sample is evaluated once)."""
     aux_num_rays: int = 1024
     """Rays per object for the source-view RGB and cross-view consistency renders."""
+    silhouette_rays: int = 0
+    """Rays per target view rendered at the full image resolution, drawn within ``silhouette_band`` pixels of the
+    target's true outline, whose accumulation is compared with the exact foreground (``silhouette_loss_mult``): the
+    feature render's opacity loss sees the outline only at image size / render_downscale. 0: off."""
+    silhouette_band: int = 2
+    """How far (in image pixels) inside and outside the target's outline the silhouette rays are drawn."""
     # Diffusion.
     denoiser_config: str = "denoiser_paper.json"
     """k-diffusion JSON model config: a path, or a name shipped in genvs_ns/configs."""
@@ -165,6 +171,8 @@ class GeNVSModelConfig(ModelConfig):
     cross_view_rgb_loss_mult: float = 0.0
     """Weight of the MSE between source view 0's pixels and the same rays rendered from source view 1's volume alone:
     a new view's colours from one view's volume, as a path's input-only frames are rendered (needs 2+ source views)."""
+    silhouette_loss_mult: float = 0.1
+    """Weight of the BCE between the silhouette rays' accumulation and the target's exact foreground."""
     depth_loss_mult: float = 0.0
     """Weight of the L1 between the target view's rendered depth and its true depth where the target is wholly the
     object (world units). Needs depth maps beside the images (genvs-toy-data --depth; SRN has none); 0: off. On the
@@ -191,6 +199,8 @@ class GeNVSModelConfig(ModelConfig):
             "num_coarse_samples", "aux_num_rays", "noise_draws", "joint_views",
         ):  # fmt: skip
             checks.at_least(flag(name), getattr(self, name), 1)
+        checks.at_least(flag("silhouette_rays"), self.silhouette_rays, 0)
+        checks.at_least(flag("silhouette_band"), self.silhouette_band, 1)
         checks.at_least(flag("volume_channels"), self.volume_channels, 4 if self.rgb_skip else 1)
         checks.at_least(flag("latent_channels"), self.latent_channels, 3)  # the first 3 are RGB
         checks.at_least(flag("field_num_layers"), self.field_num_layers, 2)
@@ -205,7 +215,7 @@ class GeNVSModelConfig(ModelConfig):
         checks.at_least(flag("warp_fill_views"), self.warp_fill_views, 0)
         for name in ("diffusion_loss_mult", "rgb_loss_mult", "source_rgb_loss_mult", "opacity_loss_mult",
                      "depth_prior_mult", "consistency_loss_mult", "cross_view_rgb_loss_mult",
-                     "depth_loss_mult"):  # fmt: skip
+                     "silhouette_loss_mult", "depth_loss_mult"):  # fmt: skip
             checks.at_least(flag(name), getattr(self, name), 0)
         checks.greater_than(flag("object_radius"), self.object_radius, 0)
         checks.greater_than(flag("ema_power"), self.ema_power, 0)

@@ -16,7 +16,7 @@ from genvs_ns.data.prefetch import ObjectBatch
 from genvs_ns.geometry import image_rays
 from genvs_ns.model.augment import augment_jointly
 from genvs_ns.model.denoiser import to_denoiser_range
-from genvs_ns.model.losses import RayRender, TrainingOutputs
+from genvs_ns.model.losses import RayRender, SilhouetteRays, TrainingOutputs
 from genvs_ns.model.network import Conditioning, GeNVSNetwork
 from genvs_ns.model.renderer import RenderSettings
 
@@ -29,6 +29,8 @@ class TrainingSettings(Protocol):
     def feature_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]: ...
 
     aux_num_rays: int
+    silhouette_rays: int
+    silhouette_band: int
     noise_mean: float
     noise_std: float
     noise_draws: int
@@ -90,6 +92,9 @@ def training_outputs(
                 target,
                 rs,
             )
+    silhouette = None
+    if c.silhouette_rays > 0:
+        silhouette = silhouette_render(net, cond, batch, c.silhouette_rays, c.silhouette_band, rs, autocast)
     features = target.features
     diffusion = diffusion_loss(net, c, features, tgt, autocast, views, warped)
 
@@ -130,7 +135,42 @@ def training_outputs(
         source_truth=pixels,
         other=others[0] if others else None,
         target_depth=None if batch.target_depth is None else depth_at(batch.target_depth, (h, w)),
+        silhouette=silhouette,
     )
+
+
+def silhouette_pixels(
+    mask: Float[Tensor, "batch 1 H W"], rays: int, band: int, generator: torch.Generator | None = None
+) -> Float[Tensor, "batch rays 2"]:
+    """``rays`` pixel indices (x, y) per image, drawn with replacement from the pixels within ``band`` of the mask's
+    outline (inside or outside); uniformly from the whole image where a mask has no outline."""
+    B, _, H, W = mask.shape
+    k = 2 * band + 1
+    dilated = F.max_pool2d(mask, k, stride=1, padding=band)
+    eroded = -F.max_pool2d(-mask, k, stride=1, padding=band)
+    near = (dilated - eroded).flatten(1)
+    # An all-white or all-object view has no outline: a small floor keeps the draw defined there.
+    index = torch.multinomial(near + 1e-6, rays, replacement=True, generator=generator)
+    return torch.stack([index % W, index // W], dim=-1)
+
+
+def silhouette_render(
+    net: GeNVSNetwork,
+    cond: Conditioning,
+    batch: ObjectBatch,
+    rays: int,
+    band: int,
+    rs: RenderSettings,
+    autocast: Autocast,
+) -> SilhouetteRays:
+    """The target views' accumulation on rays near their true outline, at the full image resolution."""
+    mask = foreground(batch.target_image)
+    uv = silhouette_pixels(mask, rays, band)
+    rows = torch.arange(mask.shape[0], device=mask.device)[:, None]
+    truth = mask[:, 0][rows, uv[..., 1], uv[..., 0]]
+    with autocast():
+        out = net.render_pixels(cond, batch.target_c2w, batch.target_K, uv + 0.5, rs)
+    return SilhouetteRays(out.accumulation, truth)
 
 
 def depth_at(depth: Float[Tensor, "b 1 H W"], hw: tuple[int, int]) -> Float[Tensor, "b 1 h w"]:
