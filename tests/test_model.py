@@ -52,7 +52,11 @@ def test_the_depth_loss_trains_the_fields_geometry_on_the_targets_true_depth(toy
     known = outputs.target_depth > 0
     expected = (outputs.depth - outputs.target_depth).abs()[known].mean()
     torch.testing.assert_close(losses["depth_loss"], expected)
-    losses["depth_loss"].backward()
+    _assert_trains_the_geometry(pipeline, losses["depth_loss"])
+
+
+def _assert_trains_the_geometry(pipeline, loss) -> None:
+    loss.backward()
     groups = pipeline.get_param_groups()
     for group in ("encoder", "field"):  # the geometry: where the volumes hold what the field turns into density
         assert sum(float(p.grad.abs().sum()) for p in groups[group] if p.grad is not None) > 0, group
@@ -273,7 +277,4 @@ def test_the_silhouette_loss_trains_the_fields_geometry_on_full_resolution_rays(
     truth = outputs.silhouette.foreground
     assert 0 < float(truth.mean()) < 1  # drawn at the outline: object and background rays alike
     losses = pipeline.model.get_loss_dict(outputs, batch)
-    losses["silhouette_loss"].backward()
-    groups = pipeline.get_param_groups()
-    for group in ("encoder", "field"):
-        assert sum(float(p.grad.abs().sum()) for p in groups[group] if p.grad is not None) > 0, group
+    _assert_trains_the_geometry(pipeline, losses["silhouette_loss"])

@@ -8,7 +8,7 @@ from typing import Callable, Protocol
 import k_diffusion as K
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from genvs_ns.data.images import foreground
@@ -92,9 +92,10 @@ def training_outputs(
                 target,
                 rs,
             )
+    mask = foreground(tgt)
     silhouette = None
     if c.silhouette_rays > 0:
-        silhouette = silhouette_render(net, cond, batch, c.silhouette_rays, c.silhouette_band, rs, autocast)
+        silhouette = silhouette_render(net, cond, batch, mask, c.silhouette_rays, c.silhouette_band, rs, autocast)
     features = target.features
     diffusion = diffusion_loss(net, c, features, tgt, autocast, views, warped)
 
@@ -129,7 +130,7 @@ def training_outputs(
         accumulation=target.accumulation,
         diffusion=diffusion,
         target_rgb=area_resize(tgt, (h, w)),
-        target_foreground=area_resize(foreground(tgt), (h, w)),
+        target_foreground=area_resize(mask, (h, w)),
         closest_approach=-(origins * directions).sum(-1).view(-1, 1, h, w),
         source=own,
         source_truth=pixels,
@@ -141,7 +142,7 @@ def training_outputs(
 
 def silhouette_pixels(
     mask: Float[Tensor, "batch 1 H W"], rays: int, band: int, generator: torch.Generator | None = None
-) -> Float[Tensor, "batch rays 2"]:
+) -> Int[Tensor, "batch rays 2"]:
     """``rays`` pixel indices (x, y) per image, drawn with replacement from the pixels within ``band`` of the mask's
     outline (inside or outside); uniformly from the whole image where a mask has no outline."""
     B, _, H, W = mask.shape
@@ -158,13 +159,14 @@ def silhouette_render(
     net: GeNVSNetwork,
     cond: Conditioning,
     batch: ObjectBatch,
+    mask: Float[Tensor, "batch 1 H W"],
     rays: int,
     band: int,
     rs: RenderSettings,
     autocast: Autocast,
 ) -> SilhouetteRays:
-    """The target views' accumulation on rays near their true outline, at the full image resolution."""
-    mask = foreground(batch.target_image)
+    """The target views' accumulation on rays near their true outline (``mask``: their foreground), at the full image
+    resolution."""
     uv = silhouette_pixels(mask, rays, band)
     rows = torch.arange(mask.shape[0], device=mask.device)[:, None]
     truth = mask[:, 0][rows, uv[..., 1], uv[..., 0]]
