@@ -6,8 +6,10 @@ STAMP := $(VENV)/.genvs-installed
 DEMO_DIR ?= outputs/demo
 # 0.27-0.41 s a step on 2 cores with AVX512/AMX (bf16): 8-12 minutes in all; 0.48-0.53 s on a 2.1 GHz 2-core AMX Xeon
 # (2026-12-06; the code of 2026-12-05 alike): about 15 minutes; 1.27 s on an AVX2-only CPU (fp32): 35 minutes.
-# DEMO_STEPS=3200 (14.6 minutes on the faster machine, about 27 on the slower): the samples beat a copy of the input
-# on the full frame too, on every one of three training seeds (LPIPS 0.193 against 0.209; docs/experiments.md).
+# The silhouette rays (genvs-tiny's default since 2026-12-07) add about 10% a step: 14.6 minutes in all (0.45-0.54 s a
+# step) on a 2-core AMD EPYC with AVX-512 and no AMX. At 1600 steps the samples beat a copy of the input on the cars
+# (LPIPS 0.205 against 0.209); DEMO_STEPS=3200 (before the silhouette rays: 14.6 minutes on the fastest machine, about
+# 27 on the slower) widened that to 0.193 on every one of three training seeds (docs/experiments.md).
 DEMO_STEPS ?= 1600
 
 .PHONY: demo test lint venv clean-demo docs-animation

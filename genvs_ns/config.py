@@ -134,6 +134,11 @@ def genvs_tiny_trainer() -> GeNVSTrainerConfig:
             # 3 training seeds, 64 held-out pairs: NeRF LPIPS 0.323 -> 0.306, sample LPIPS 0.231 -> 0.226 (every
             # seed better), at no cost (the render was already made for the consistency loss).
             cross_view_rgb_loss_mult=1.0,
+            # The feature render sees the outline at half the image's resolution; 256 target rays a view at full
+            # resolution near the true outline (about +10% a step): 1600 steps, 3 training seeds, 64 held-out pairs:
+            # sample LPIPS 0.225 -> 0.210 (every seed better; the copy of the input scores 0.215), outline IoU
+            # 0.849 -> 0.866, paths' last third +0.23 dB, though the surface's depth error grows 11%.
+            silhouette_rays=256,
         ),
     )
 

@@ -39,7 +39,7 @@ def test_train_checkpoint_resume_and_logged_losses(toy32, tiny_run, tmp_path):
         acc = EventAccumulator(str(events))
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
-    losses = {"diffusion_loss", "rgb_loss", "source_rgb_loss", "opacity_loss", "depth_prior_loss"}
+    losses = {"diffusion_loss", "rgb_loss", "source_rgb_loss", "opacity_loss", "depth_prior_loss", "silhouette_loss"}
     assert {f"Train Loss Dict/{name}" for name in losses} <= tags
     assert "Train Metrics Dict/psnr" in tags
     assert {"Eval Images Metrics Dict (all images)/psnr", "Eval Images Metrics Dict (all images)/sample_psnr"} <= tags

@@ -93,8 +93,8 @@ class GeNVSModelConfig(ModelConfig):
     silhouette_rays: int = 0
     """Rays per target view rendered at the full image resolution, drawn within silhouette_band pixels of the
     target's true outline, whose accumulation is compared with the exact foreground (silhouette_loss_mult): the
-    feature render's opacity loss sees the outline only at image size / render_downscale. 0: off. 256 on genvs-tiny,
-    1600 steps, 3 seeds: sample LPIPS 0.225 -> 0.210, outline IoU 0.849 -> 0.866, depth 11% worse (experiments.md)."""
+    feature render's opacity loss sees the outline only at image size / render_downscale. 0: off (genvs-tiny: 256;
+    1600 steps, 3 seeds: sample LPIPS 0.225 -> 0.210, outline IoU 0.849 -> 0.866, depth 11% worse; experiments.md)."""
     silhouette_band: int = 2
     """How far (in image pixels) inside and outside the target's outline the silhouette rays are drawn."""
     # Diffusion.
