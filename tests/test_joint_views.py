@@ -9,8 +9,11 @@ from conftest import tiny_trainer_config
 from test_context import _cameras
 from torch import nn
 
+from genvs_ns.data.images import foreground
 from genvs_ns.model.denoiser import ConditionedDenoiser, ContiguousSelfAttention2d
+from genvs_ns.model.network import Conditioning
 from genvs_ns.model.renderer import RenderSettings
+from genvs_ns.model.training import silhouette_pixels, silhouette_render
 from genvs_ns.sampling import SamplerSettings
 from genvs_ns.sampling.context import ContextPolicy, nearest_known
 from genvs_ns.sampling.diffusion import JointDenoiser, KnownViews
@@ -107,6 +110,28 @@ def test_joint_training_draws_targets_of_one_object_sharing_a_noise_level(toy32,
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
     assert pipeline.model.net.encoder.parameters().__next__().grad is not None
+    assert outputs.silhouette.accumulation.shape == (4, pipeline.model.config.silhouette_rays)
+
+
+def test_joint_silhouette_rays_are_each_targets_own_rays_through_its_objects_volumes(toy32):
+    pipeline = _joint_pipeline(toy32, "val")
+    model, (batch, _) = pipeline.model, pipeline.datamanager.next_train(0)
+    rs, views = model.render_settings(stratified=False), batch.targets_per_object
+    mask = foreground(batch.target_image)
+    with torch.no_grad():
+        cond = model.net.encode(batch.source_images, batch.source_c2w, batch.source_K)
+        torch.manual_seed(1)
+        rays = silhouette_render(model.net, cond, batch, mask, 16, 2, rs, model.autocast)
+        torch.manual_seed(1)
+        uv = silhouette_pixels(mask, 16, 2)
+        assert (rays.foreground == mask[:, 0][torch.arange(4)[:, None], uv[..., 1], uv[..., 0]]).all()
+        for t in range(batch.target_image.shape[0]):
+            b = slice(t // views, t // views + 1)
+            own = Conditioning(cond.volumes[b], cond.c2w[b], cond.K[b], cond.image_hw)
+            alone = model.net.render_pixels(
+                own, batch.target_c2w[t : t + 1], batch.target_K[t : t + 1], uv[t : t + 1] + 0.5, rs
+            )
+            torch.testing.assert_close(rays.accumulation[t], alone.accumulation[0], atol=1e-4, rtol=1e-3)
 
 
 class _Recording(nn.Module):

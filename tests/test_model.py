@@ -29,6 +29,7 @@ def test_one_step_sends_gradients_to_encoder_field_and_denoiser(toy32):
         "depth_prior_loss",
         "consistency_loss",
         "cross_view_rgb_loss",
+        "silhouette_loss",
     }
     sum(losses.values()).backward()
     for group, params in pipeline.get_param_groups().items():
