@@ -203,13 +203,19 @@ class GeNVSNetwork(nn.Module):
     def render_pixels(
         self,
         cond: Conditioning,
-        c2w: Float[Tensor, "batch 3 4"],
-        K: Float[Tensor, "batch 3 3"],
-        uv: Float[Tensor, "batch rays 2"],
+        c2w: Float[Tensor, "targets 3 4"],
+        K: Float[Tensor, "targets 3 3"],
+        uv: Float[Tensor, "targets rays 2"],
         settings: RenderSettings,
     ) -> RenderOutputs:
-        origins, directions = rays_through_pixels(c2w, K, uv)
-        return self.render(cond, origins, directions, settings)
+        """The rays through pixels ``uv`` of each target, per target. As in ``render_image``, a whole number of
+        targets per conditioned object, object-major: one object's targets are rays of one batch row."""
+        B, (T, n) = cond.volumes.shape[0], uv.shape[:2]
+        if T % B:
+            raise ValueError(f"{T} target cameras for {B} conditioned objects")
+        origins, directions = (t.reshape(B, -1, 3) for t in rays_through_pixels(c2w, K, uv))
+        out = self.render(cond, origins, directions, settings)
+        return RenderOutputs(out.features.reshape(T, n, -1), out.depth.reshape(T, n), out.accumulation.reshape(T, n))
 
     def warp_known(
         self,

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from genvs_ns.data.images import foreground
 from genvs_ns.data.prefetch import ObjectBatch
-from genvs_ns.geometry import image_rays, rays_through_pixels
+from genvs_ns.geometry import image_rays
 from genvs_ns.model.augment import augment_jointly
 from genvs_ns.model.denoiser import to_denoiser_range
 from genvs_ns.model.losses import RayRender, SilhouetteRays, TrainingOutputs
@@ -170,12 +170,9 @@ def silhouette_render(
     uv = silhouette_pixels(mask, rays, band)
     rows = torch.arange(mask.shape[0], device=mask.device)[:, None]
     truth = mask[:, 0][rows, uv[..., 1], uv[..., 0]]
-    origins, directions = rays_through_pixels(batch.target_c2w, batch.target_K, uv + 0.5)
-    # With joint views an object has several targets: their rays are one batch row, as in render_image.
-    B = cond.volumes.shape[0]
     with autocast():
-        out = net.render(cond, origins.reshape(B, -1, 3), directions.reshape(B, -1, 3), rs)
-    return SilhouetteRays(out.accumulation.reshape(uv.shape[:2]), truth)
+        out = net.render_pixels(cond, batch.target_c2w, batch.target_K, uv + 0.5, rs)
+    return SilhouetteRays(out.accumulation, truth)
 
 
 def depth_at(depth: Float[Tensor, "b 1 H W"], hw: tuple[int, int]) -> Float[Tensor, "b 1 h w"]:
