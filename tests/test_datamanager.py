@@ -121,7 +121,7 @@ def test_start_up_does_not_index_every_camera(toy32, monkeypatch):
 
 
 def test_batches_carry_the_targets_true_depth_only_for_a_model_that_trains_on_it(toy32):
-    from genvs_ns.data.toy import read_depth
+    from genvs_ns.data.depth_maps import read_depth
     from genvs_ns.geometry import ray_distance
 
     dm = _dm(toy32, objects_per_batch=3, target_depth=True)

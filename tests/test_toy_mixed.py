@@ -11,19 +11,10 @@ from PIL import Image
 from test_geometry_reprojection import _nearby_pairs, _reproject
 
 from genvs_ns.data.srn_dataparser import SRNDataParserConfig
-from genvs_ns.data.toy import (
-    AXES,
-    FLOOR,
-    MIXED_CATEGORIES,
-    Box,
-    Cylinder,
-    Paint,
-    Sphere,
-    _object_rng,
-    generate,
-    mixed_category,
-    random_mixed,
-)
+from genvs_ns.data.toy import MIXED_CATEGORIES, generate, mixed_category, random_mixed
+from genvs_ns.data.toy.objects import FLOOR
+from genvs_ns.data.toy.primitives import AXES, Box, Cylinder, Paint, Sphere
+from genvs_ns.data.toy.writer import _object_rng
 
 
 @pytest.fixture(scope="module")

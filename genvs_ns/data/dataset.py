@@ -14,8 +14,8 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch import Tensor
 
+from genvs_ns.data.depth_maps import depth_path, read_depth
 from genvs_ns.data.images import load_rgb_uint8
-from genvs_ns.data.toy import depth_path, read_depth
 from genvs_ns.geometry import intrinsics_matrix, ray_distance
 
 
