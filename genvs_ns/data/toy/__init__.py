@@ -2,7 +2,7 @@
 
 Two kinds: ``cars`` (body, cabin, four wheels) and ``mixed`` (chairs, tables, rings, lamps and mugs, one category per
 object): objects.py draws them from primitives.py's parts, which also holds the ray caster; cameras.py places SRN's
-cameras; this module writes the folders.
+cameras; writer.py writes the folders.
 
 The toy data is the embedded default: tests, the demo and CI train on it, so it must be fast to make, byte-identical
 for a seed, and geometrically exact (the geometry tests reproject pixels between views with its depth maps).
